@@ -1,0 +1,39 @@
+# Set-up and checks for prefect-scenario. Everything runs from the virtual environment in .venv/,
+# created on first use from constraints.txt so every machine installs the same versions.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint typecheck unit bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "prefect-scenario needs Python 3.10 or newer (3.11 recommended)")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip check
+	touch $(STAMP)
+
+## demo: both models on a sample clip, against the embedded emulator, run history kept by Prefect
+demo: $(STAMP)
+	$(BIN)/python -m prefect_scenario.demo
+
+## test: lint, types, import layers, then the whole test suite (slow end-to-end tests included)
+test: lint unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check prefect_scenario tests bench examples
+	$(BIN)/ruff format --check prefect_scenario tests bench examples
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: $(STAMP)
+	$(BIN)/pytest -p no:cacheprovider
+
+## bench: benchmarks (not tests); writes bench/results/*.json and *.md
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) out .prefect-demo .pytest_cache .mypy_cache .ruff_cache
