@@ -1,0 +1,26 @@
+"""A local emulator of Scenario's generative video API, faithful enough for the vendor's own SDK.
+
+``create_app(state)`` builds the FastAPI app; ``serve_in_thread(state)`` runs it on a free loopback
+port; ``prefect-scenario emulator serve`` runs it in the foreground. See README.md beside this file.
+"""
+
+from __future__ import annotations
+
+from prefect_scenario.emulator.app import create_app
+from prefect_scenario.emulator.clock import EmulatorClock
+from prefect_scenario.emulator.config import EmulatorConfig
+from prefect_scenario.emulator.faults import ConnectionDropped, FaultRule
+from prefect_scenario.emulator.server import RunningEmulator, serve, serve_in_thread
+from prefect_scenario.emulator.state import EmulatorState
+
+__all__ = [
+    "ConnectionDropped",
+    "EmulatorClock",
+    "EmulatorConfig",
+    "EmulatorState",
+    "FaultRule",
+    "RunningEmulator",
+    "create_app",
+    "serve",
+    "serve_in_thread",
+]

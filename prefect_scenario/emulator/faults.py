@@ -1,0 +1,210 @@
+"""Fault injection: rules posted to ``/_emulator/faults`` and the ASGI middleware that applies them.
+
+Every rule names a route by its template, as counted in ``/_emulator/stats``
+(``"POST /v1/generate/custom/{modelId}"``, ``"GET /files/{assetId}"``, ...) or ``"*"`` for any
+route outside the control plane, and fires on the next ``count`` matching requests.
+
+The middleware sits outside everything else (``EmulatorApp.__call__`` puts it before FastAPI's own
+layers, Starlette's error middleware included), so it sees every route and knows its template
+before the route runs, and a dropped connection never turns into a 500.
+
+"Dropping" means: over a real server (uvicorn), close the socket without answering; under
+``httpx.ASGITransport`` there is no socket, so the middleware raises :class:`ConnectionDropped`,
+which *is* an ``httpx.RemoteProtocolError``: both transports give the client the same "no
+response".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Collection, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from prefect_scenario.emulator.ids import new_trace_id
+from prefect_scenario.emulator.paths import CONTROL_PREFIX
+
+if TYPE_CHECKING:
+    from prefect_scenario.emulator.state import EmulatorState
+
+FaultKind = Literal["status", "reset", "reset_after_accept", "delay", "truncate", "fail_job"]
+# fail_job is consumed by the generate route when it creates a job, not by the middleware.
+MIDDLEWARE_KINDS: frozenset[str] = frozenset({"status", "reset", "reset_after_accept", "delay", "truncate"})
+ANY_ROUTE = "*"
+
+
+class FaultRule(BaseModel):
+    """One fault: what to do to the next ``count`` requests of ``route``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    route: str = Field(description='"METHOD /template" as in /_emulator/stats, or "*"')
+    kind: FaultKind
+    count: int = Field(default=1, ge=1)
+    status: int = Field(default=503, ge=400, le=599, description="status: the HTTP status to answer")
+    retry_after: float | None = Field(default=None, ge=0, description="status: a Retry-After header")
+    reason: str | None = Field(default=None, description="status: the error body's reason")
+    details: dict[str, Any] | None = Field(default=None, description="status: the error body's details")
+    seconds: float = Field(default=1.0, ge=0, le=600, description="delay: seconds before answering")
+    keep_fraction: float = Field(
+        default=0.5, ge=0, lt=1, description="truncate: share of the announced body actually sent"
+    )
+    error: str | None = Field(default=None, description="fail_job: the job's metadata.error")
+    hint: str | None = Field(default=None, description="fail_job: the job's metadata.hint")
+
+    @field_validator("route")
+    @classmethod
+    def _normalise_route(cls, value: str) -> str:
+        value = " ".join(value.split())
+        if value == ANY_ROUTE:
+            return value
+        method, _, path = value.partition(" ")
+        if not path.startswith("/"):
+            raise ValueError('route must look like "GET /v1/jobs/{jobId}" (method, space, path template)')
+        return f"{method.upper()} {path}"
+
+    def matches(self, route_key: str) -> bool:
+        """True when this rule applies to requests of ``route_key``."""
+        return self.route in (ANY_ROUTE, route_key)
+
+
+class ConnectionDropped(httpx.RemoteProtocolError):
+    """The emulator dropped the connection without answering (raised under ASGITransport only)."""
+
+
+async def _never_called(request: Request) -> Response:  # pragma: no cover - matching only
+    raise RuntimeError("fault-matching routes are never served")
+
+
+def matching_routes(templates: Iterable[tuple[str, Collection[str]]]) -> list[BaseRoute]:
+    """Routes that only serve to match a request to its ``(path template, methods)``."""
+    return [Route(path, _never_called, methods=list(methods)) for path, methods in templates]
+
+
+def route_key(routes: Sequence[BaseRoute], scope: Scope) -> str | None:
+    """``"METHOD /template"`` of the route serving ``scope``, or None when no route matches."""
+    method = str(scope.get("method", "GET")).upper()
+    partial: str | None = None
+    for route in routes:
+        match, _ = route.matches(scope)
+        path = getattr(route, "path", None)
+        if not isinstance(path, str):
+            continue
+        if match is Match.FULL:
+            return f"{method} {path}"
+        if match is Match.PARTIAL and partial is None:
+            partial = f"{method} {path}"
+    return partial
+
+
+class FaultMiddleware:
+    """Counts requests per route template and applies the fault rules of ``state``."""
+
+    def __init__(
+        self, app: ASGIApp, *, state: EmulatorState, templates: Iterable[tuple[str, Collection[str]]]
+    ) -> None:
+        self.app = app
+        self.state = state
+        # Our own matching table: the app's routers nest their routes in framework-private ways.
+        self.routes = matching_routes(templates)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Count the request, then serve it as its fault rule (if any) says."""
+        if scope["type"] != "http" or str(scope.get("path", "")).startswith(CONTROL_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        key = route_key(self.routes, scope)
+        if key is None:
+            await self.app(scope, receive, send)
+            return
+        self.state.count_request(key)
+        rule = self.state.take_fault(key, MIDDLEWARE_KINDS)
+        if rule is None:
+            await self.app(scope, receive, send)
+        elif rule.kind == "status":
+            await _answer_status(rule, send)
+        elif rule.kind == "reset":
+            await _drop(send)
+        elif rule.kind == "reset_after_accept":
+            await self.app(scope, receive, _swallow)
+            await _drop(send)
+        elif rule.kind == "delay":
+            await asyncio.sleep(rule.seconds)
+            await self.app(scope, receive, send)
+        else:
+            await self.app(scope, receive, _Truncating(send, rule.keep_fraction))
+            await _drop(send)
+
+
+async def _swallow(message: Message) -> None:
+    """A ``send`` that lets the route do its work while nothing reaches the client."""
+
+
+class _Truncating:
+    """A ``send`` that forwards the headers (full Content-Length) and only part of the body."""
+
+    def __init__(self, send: Send, keep_fraction: float) -> None:
+        self._send = send
+        self._keep_fraction = keep_fraction
+        self._budget: int | None = None
+        self._sent = 0
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            for name, value in message.get("headers", []):
+                if name.lower() == b"content-length":
+                    self._budget = int(int(value) * self._keep_fraction)
+            await self._send(message)
+            return
+        if message["type"] != "http.response.body":
+            return
+        body: bytes = message.get("body", b"")
+        budget = self._budget if self._budget is not None else len(body) // 2
+        chunk = body[: max(0, budget - self._sent)]
+        if chunk:
+            self._sent += len(chunk)
+            await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+
+async def _answer_status(rule: FaultRule, send: Send) -> None:
+    reason = rule.reason or f"Injected fault: the emulator answers HTTP {rule.status}"
+    payload: dict[str, Any] = {"reason": reason, "traceId": new_trace_id()}
+    if rule.details is not None:
+        payload["details"] = rule.details
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if rule.retry_after is not None:
+        headers.append((b"retry-after", _seconds_text(rule.retry_after).encode()))
+    await send({"type": "http.response.start", "status": rule.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _seconds_text(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else str(seconds)
+
+
+async def _drop(send: Send) -> None:
+    """End the exchange without an answer (or without the rest of one).
+
+    uvicorn's ``send`` is a method of its per-request cycle, which holds the socket transport:
+    closing that is the only way to hang up without uvicorn answering 500 in our place. With no
+    socket (ASGITransport), raise an httpx transport error instead.
+    """
+    cycle = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if not isinstance(transport, asyncio.BaseTransport):
+        raise ConnectionDropped("Server disconnected without sending a response.")
+    transport.close()
+    # Let the server see the disconnect before we return, so it neither answers nor logs an
+    # "ASGI callable returned without completing response" error.
+    for _ in range(200):
+        if getattr(cycle, "disconnected", True):
+            return
+        await asyncio.sleep(0.005)

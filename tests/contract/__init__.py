@@ -1,0 +1,1 @@
+"""Contract tests: golden payloads and the vendor SDK against the emulator."""
