@@ -1,0 +1,94 @@
+"""The ``prefect-scenario`` command line (cyclopts, which Prefect itself uses).
+
+Heavy imports happen inside the commands, so ``prefect-scenario --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from cyclopts import App, Parameter
+
+from prefect_scenario.cli_generate import register as register_run_commands
+
+app = App(name="prefect-scenario", help="Run Scenario's generative video models as Prefect flows.")
+
+emulator_app = App(name="emulator", help="A local emulator of the Scenario API, for tests and demos.")
+app.command(emulator_app)
+register_run_commands(app)  # layers, edit
+
+
+@emulator_app.command
+def serve(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8787,
+    job_seconds: float = 2.0,
+    asset_url_ttl_seconds: float = 60.0,
+    concurrency_ceiling: int | None = None,
+    failure_rate: float = 0.0,
+    allow_cancel: bool = False,
+    short_pages: bool = True,
+    storage_dir: Path | None = None,
+    api_key: Annotated[str | None, Parameter(env_var="SCENARIO_EMULATOR_API_KEY")] = None,
+    api_secret: Annotated[str | None, Parameter(env_var="SCENARIO_EMULATOR_API_SECRET")] = None,
+) -> None:
+    """Serve the Scenario API emulator over HTTP (API under /v1, control plane under /_emulator).
+
+    Parameters
+    ----------
+    host
+        Interface to bind. Loopback by default: the emulator has no real security.
+    port
+        Port to listen on (0 picks a free one).
+    job_seconds
+        How long each generation job takes.
+    asset_url_ttl_seconds
+        Lifetime of signed asset URLs.
+    concurrency_ceiling
+        Parallel custom jobs allowed before 429 (none by default).
+    failure_rate
+        Share of jobs (0..1) that end in failure.
+    allow_cancel
+        Let custom jobs be canceled (the real API refuses).
+    short_pages
+        GET /jobs returns half pages and an empty page while a token remains, as the API may.
+    storage_dir
+        Where files go (a temporary directory by default).
+    api_key
+        The only API key accepted (any non-empty key when unset).
+    api_secret
+        The only API secret accepted (any non-empty secret when unset).
+    """
+    from pydantic import SecretStr
+
+    from prefect_scenario.emulator import EmulatorConfig, EmulatorState
+    from prefect_scenario.emulator import serve as serve_emulator
+
+    config = EmulatorConfig(
+        job_seconds=job_seconds,
+        asset_url_ttl_seconds=asset_url_ttl_seconds,
+        concurrency_ceiling=concurrency_ceiling,
+        failure_rate=failure_rate,
+        allow_cancel=allow_cancel,
+        short_pages=short_pages,
+        api_key=SecretStr(api_key) if api_key else None,
+        api_secret=SecretStr(api_secret) if api_secret else None,
+    )
+
+    def announce(base_url: str) -> None:
+        root = base_url.removesuffix("/v1")
+        print(f"Scenario emulator: API at {base_url}, control plane at {root}/_emulator", flush=True)
+
+    with EmulatorState(config, storage_dir=storage_dir) as state:
+        serve_emulator(state, host=host, port=port, announce=announce)
+
+
+def main() -> None:
+    """Entry point of the ``prefect-scenario`` script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""The "video-to-layers" flow: split a clip into transparent layers with Scenario's Video to Layers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow
+from prefect.filesystems import ReadableFileSystem, WritableFileSystem
+from prefect.logging import get_run_logger
+
+from prefect_scenario.blocks import ScenarioCredentials, resolve_credentials
+from prefect_scenario.flows._common import (
+    GenerationOptions,
+    GenerationRequest,
+    Stopwatch,
+    check_video,
+    local_clip,
+    readable,
+    run_generation,
+    source_name,
+)
+from prefect_scenario.flows.result import ScenarioRunResult
+from prefect_scenario.hooks import cancel_remote_jobs
+from prefect_scenario.models import LAYERS_DEFAULT_LAYERS, VIDEO_LAYERS_MODEL_ID, VideoLayersInput
+from prefect_scenario.tasks import upload_video
+from prefect_scenario.validation import validate_layers_inputs
+
+FLOW_NAME = "video-to-layers"
+
+
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    video = str(flow_run.parameters.get("video", ""))
+    return f"layers-{Path(video).name or video}"[:100]
+
+
+@flow(
+    name=FLOW_NAME,
+    flow_run_name=_run_name,
+    description=(
+        "Split a video into transparent layers (the moving foreground objects and the background) "
+        "with Scenario's Video to Layers model, and store every layer with its sha256. The same "
+        "clip and inputs reuse the earlier job: nothing is paid twice."
+    ),
+    # Off by default: a user opts in. Retrying is safe either way: the paid submit is persisted
+    # and comes back from the cache, so a retry downloads again and never generates again.
+    retries=0,
+    persist_result=True,
+    on_cancellation=[cancel_remote_jobs],
+    on_crashed=[cancel_remote_jobs],
+)
+async def video_to_layers(
+    video: str,
+    separation_instruction: str,
+    max_layers: int = LAYERS_DEFAULT_LAYERS,
+    destination: str = "scenario-outputs",
+    credentials: ScenarioCredentials | str | None = None,
+    video_storage: ReadableFileSystem | WritableFileSystem | None = None,
+    destination_storage: WritableFileSystem | None = None,
+    max_creative_units: float | None = None,
+    refresh: bool = False,
+    timeout_seconds: float = 3600,
+    dry_run: bool = False,
+) -> ScenarioRunResult:
+    """Split a video into layers with transparency, one output per layer.
+
+    Args:
+        video: The clip: a local path, a path inside the video storage block, or a Scenario asset
+            id (asset_...).
+        separation_instruction: How to split the clip: name the objects or the rule, not the scene
+            (e.g. "each moving object apart from the background").
+        max_layers: At most this many layers, 1 to 10, the background included. The model may
+            stop sooner; more layers cost more.
+        destination: Where the layers go: a local directory, or a folder inside the destination
+            storage block. Each job gets its own sub-folder.
+        credentials: A saved Scenario Credentials block (or its name). Empty: the
+            SCENARIO_SDK_API_KEY / SCENARIO_SDK_API_SECRET environment variables of the run.
+        video_storage: A storage block (S3 bucket, local file system) holding the clip.
+        destination_storage: A storage block (S3 bucket, ...) for the layers instead of the local disk.
+        max_creative_units: Refuse, before spending, when the estimate is above this many creative units.
+        refresh: Pay for a new generation even when an earlier run had the same clip and inputs.
+        timeout_seconds: How long to wait for the job. The job itself goes on past it.
+        dry_run: Only check the inputs, upload them (free) and estimate the cost; submit nothing.
+
+    Returns:
+        The job, what it cost, the stored layers (paths, sizes, sha256) and the time of each phase.
+
+    Raises:
+        InputValidationError: an input is wrong (nothing was uploaded or spent).
+        BudgetExceededError: the estimate is above max_creative_units (nothing was spent).
+        JobFailedError: the job failed; the error carries Scenario's error and hint.
+    """
+    clock = Stopwatch()
+    logger = get_run_logger()
+    with clock.phase("validate"):
+        probe = await check_video(
+            video,
+            video_storage,
+            lambda local: validate_layers_inputs(local, separation_instruction, max_layers),
+        )
+    creds = await resolve_credentials(credentials)
+    if probe is not None:
+        logger.info(
+            "Clip %s checked: %.1f s, %dx%d, %s bytes",
+            Path(video).name,
+            probe.duration_seconds,
+            probe.width,
+            probe.height,
+            probe.size_bytes,
+        )
+    with clock.phase("upload"):
+        asset_id = await upload_video(video, credentials=creds, storage=readable(video_storage))
+    body = VideoLayersInput(
+        video=asset_id, separation_instruction=separation_instruction, max_layers=max_layers
+    ).to_body()
+    request = GenerationRequest(
+        flow_slug=FLOW_NAME,
+        model_id=VIDEO_LAYERS_MODEL_ID,
+        body=body,
+        sources={"video": source_name(video, video_storage)},
+        source_video=local_clip(video, video_storage),
+    )
+    options = GenerationOptions(
+        credentials=creds,
+        destination=destination,
+        destination_storage=destination_storage,
+        max_creative_units=max_creative_units,
+        # The same clip and instruction give the same layers: reuse is what the user wants.
+        reuse_across_runs=True,
+        refresh=refresh,
+        timeout_seconds=timeout_seconds,
+        dry_run=dry_run,
+    )
+    return await run_generation(request, options, clock)

@@ -1,0 +1,239 @@
+"""What a generation flow run shows in the Prefect UI: a summary, a table of outputs, a picture.
+
+The summary is a markdown artifact (model, inputs, job, estimated and billed creative units, the
+duration of each phase, whether the job was reused) with the preview picture embedded as a
+``data:image/jpeg;base64,...`` URI: the UI renders it inline, with no file server to reach. The
+outputs get a table artifact. Both are keyed per flow (``video-to-layers-summary``, ...), so the
+Artifacts page keeps one versioned history per flow; each version is also linked to its flow run.
+
+Everything here reports; nothing here may fail a run whose outputs are stored. Callers guard it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import posixpath
+import re
+import shutil
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, cast
+
+from prefect.artifacts import acreate_image_artifact, acreate_markdown_artifact, acreate_table_artifact
+from prefect.filesystems import LocalFileSystem, ReadableFileSystem, WritableFileSystem
+
+from prefect_scenario.flows.result import PhaseTimings, ScenarioRunResult
+from prefect_scenario.manifest import StoredOutput
+from prefect_scenario.models import ALEPH_MODEL_ID, VIDEO_LAYERS_MODEL_ID
+from prefect_scenario.storage import discard, is_s3_bucket, materialize, new_temp_dir, store_file
+
+MODEL_NAMES = {
+    VIDEO_LAYERS_MODEL_ID: "Video to Layers",
+    ALEPH_MODEL_ID: "Runway Aleph 2",
+}
+# The UI stores an artifact in its database and renders it in the browser: a picture of some tens of
+# KB keeps both fast.
+PREVIEW_MAX_BYTES = 60_000
+PREVIEW_FILE_NAMES = {VIDEO_LAYERS_MODEL_ID: "contact-sheet.jpg", ALEPH_MODEL_ID: "first-frames.jpg"}
+PRESIGNED_URL_LIFETIME = timedelta(days=7)
+
+
+def artifact_key(flow_slug: str, what: str) -> str:
+    """An artifact key: lowercase letters, digits and dashes only (Prefect refuses anything else)."""
+    return re.sub(r"[^a-z0-9-]+", "-", f"{flow_slug}-{what}".lower()).strip("-")
+
+
+def model_name(model_id: str) -> str:
+    """The human name of a model (its id when unknown)."""
+    return MODEL_NAMES.get(model_id, model_id)
+
+
+def _units(value: float | None) -> str:
+    if value is None:
+        return "—"
+    text = f"{value:.2f}".rstrip("0").rstrip(".")
+    return f"{text} CU"
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
+def _cell(value: Any) -> str:
+    """A markdown table cell: pipes escaped, newlines flattened, long text shortened."""
+    text = str(value).replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _timings_rows(timings: PhaseTimings) -> list[str]:
+    phases = [
+        ("validate", timings.validate_seconds),
+        ("upload", timings.upload_seconds),
+        ("submit", timings.submit_seconds),
+        ("wait", timings.wait_seconds),
+        ("download", timings.download_seconds),
+        ("report", timings.report_seconds),
+    ]
+    return [f"| {name} | {seconds:.1f} s |" for name, seconds in phases]
+
+
+def summary_markdown(result: ScenarioRunResult, preview_jpeg: bytes | None = None) -> str:
+    """The markdown summary of a run (with the preview embedded when given)."""
+    name = model_name(result.model_id)
+    if result.is_dry_run:
+        title = f"# {name}: estimate only (dry run)"
+        origin = "no job was submitted; nothing was spent"
+    elif result.reused:
+        title = f"# {name}: job `{result.job_id}` (reused)"
+        origin = "reused from an earlier flow run with the same inputs; nothing was spent by this run"
+    else:
+        title = f"# {name}: job `{result.job_id}`"
+        origin = "submitted by this flow run"
+    lines = [
+        title,
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Model | {name} (`{result.model_id}`) |",
+        f"| Status | {result.status} |",
+        f"| Job | {f'`{result.job_id}`' if result.job_id else '—'} |",
+        f"| Job origin | {origin} |",
+        f"| Estimated | {_units(result.estimated_creative_units)} |",
+        f"| Billed | {_units(result.creative_units_cost)} |",
+        f"| Outputs | {len(result.outputs)} in `{_cell(result.destination) or '.'}`"
+        f"{f' ({result.storage})' if result.storage else ''} |",
+        f"| Duration | {result.timings.total_seconds:.1f} s |",
+        "",
+        "## Inputs",
+        "",
+        "| input | value |",
+        "|---|---|",
+    ]
+    for key, value in result.inputs.items():
+        lines.append(f"| {_cell(key)} | {_cell(value)} |")
+    for key, value in result.sources.items():
+        lines.append(f"| {_cell(key)} (source) | `{_cell(value)}` |")
+    lines += ["", "## Durations", "", "| phase | time |", "|---|---|", *_timings_rows(result.timings)]
+    if preview_jpeg:
+        caption = "Layers over a checkerboard" if result.model_id == VIDEO_LAYERS_MODEL_ID else "First frames"
+        encoded = base64.b64encode(preview_jpeg).decode("ascii")
+        lines += ["", "## Preview", "", f"![{caption}](data:image/jpeg;base64,{encoded})"]
+    return "\n".join(lines) + "\n"
+
+
+def outputs_table(outputs: Sequence[StoredOutput]) -> list[dict[str, Any]]:
+    """One row per stored output, for the table artifact."""
+    return [
+        {
+            "output_index": output.output_index,
+            "asset_id": output.asset_id,
+            "type": output.mime_type,
+            "size": _size(output.size),
+            "bytes": output.size,
+            "sha256": output.sha256,
+            "stored_at": output.location,
+        }
+        for output in outputs
+    ]
+
+
+async def publish_artifacts(
+    flow_slug: str, result: ScenarioRunResult, preview_jpeg: bytes | None, preview_url: str | None
+) -> None:
+    """Create the summary, the outputs table and (given a URL) the image artifact of a run."""
+    await acreate_markdown_artifact(
+        summary_markdown(result, preview_jpeg),
+        key=artifact_key(flow_slug, "summary"),
+        description=f"{model_name(result.model_id)}: what ran, what it cost, how long each phase took",
+    )
+    if result.outputs:
+        await acreate_table_artifact(
+            outputs_table(result.outputs),
+            key=artifact_key(flow_slug, "outputs"),
+            description=f"Outputs of Scenario job {result.job_id}, checked for size and sha256",
+        )
+    if preview_url:
+        await acreate_image_artifact(
+            preview_url,
+            key=artifact_key(flow_slug, "preview"),
+            description=f"Preview of Scenario job {result.job_id} (a presigned URL; it expires)",
+        )
+
+
+def _storage_key(destination: str, relative: str) -> str:
+    return posixpath.join(destination, relative) if destination.strip("/") else relative
+
+
+async def local_copies(
+    outputs: Sequence[StoredOutput], destination: str, storage: WritableFileSystem | None
+) -> list[Path]:
+    """Local files of the video outputs: in place on the local disk, fetched from other storage."""
+    videos = [o for o in sorted(outputs, key=lambda o: o.output_index) if o.is_video]
+    if storage is None or isinstance(storage, LocalFileSystem):
+        return [Path(o.location) for o in videos]
+    # Every WritableFileSystem can read back what it wrote; Prefect's classes just do not say so.
+    readable = cast(ReadableFileSystem, storage)
+    return [await materialize(_storage_key(destination, o.path), readable) for o in videos]
+
+
+def _render_preview(model_id: str, videos: list[Path], source: Path | None, out: Path) -> Path:
+    from prefect_scenario import video as media
+
+    if model_id == VIDEO_LAYERS_MODEL_ID:
+        return media.contact_sheet(videos, out, max_bytes=PREVIEW_MAX_BYTES)
+    # Before and after, when the source clip is local: an edit reads best next to what it changed.
+    return media.first_frames_sheet([source, *videos] if source is not None else videos, out)
+
+
+async def make_preview(
+    result: ScenarioRunResult,
+    *,
+    source: Path | None,
+    storage: WritableFileSystem | None,
+) -> tuple[str, bytes] | None:
+    """Render the run's preview picture and store it beside the outputs.
+
+    Returns:
+        The preview's location and its JPEG bytes, or None when there is no video output.
+    """
+    copies = await local_copies(result.outputs, result.destination, storage)
+    if not copies or result.job_id is None:
+        return None
+    name = PREVIEW_FILE_NAMES.get(result.model_id, "preview.jpg")
+    relative = f"{result.job_id}/{name}"
+    scratch = new_temp_dir()
+    try:
+        picture = await asyncio.to_thread(_render_preview, result.model_id, copies, source, scratch / name)
+        jpeg = await asyncio.to_thread(picture.read_bytes)
+        if len(jpeg) > PREVIEW_MAX_BYTES:
+            # Too big to embed; the file is still stored beside the outputs.
+            jpeg = b""
+        location = await store_file(picture, relative, result.destination, storage, content_type="image/jpeg")
+    finally:
+        if storage is not None and not isinstance(storage, LocalFileSystem):
+            for copy in copies:
+                discard(copy)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return location, jpeg
+
+
+async def presigned_preview_url(storage: WritableFileSystem | None, location: str) -> str | None:
+    """A presigned GET URL of a preview stored in an ``S3Bucket`` (None for any other storage)."""
+    if storage is None or not is_s3_bucket(storage) or not location.startswith("s3://"):
+        return None
+    bucket, _, key = location.removeprefix("s3://").partition("/")
+    client = storage.credentials.get_s3_client()  # type: ignore[attr-defined]
+    url = await asyncio.to_thread(
+        client.generate_presigned_url,
+        "get_object",
+        Params={"Bucket": bucket, "Key": key},
+        ExpiresIn=int(PRESIGNED_URL_LIFETIME.total_seconds()),
+    )
+    return str(url)

@@ -1,0 +1,143 @@
+"""What a generation flow returns: the job, what it cost, where its outputs are, how long each phase took.
+
+The result is persisted by Prefect (the flows run with ``persist_result=True``), so it holds ids,
+numbers, paths and hashes only: never a client, a block or a secret.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from prefect_scenario.manifest import StoredOutput
+
+# The status of a dry run (nothing was submitted); every other status is the job's own.
+ESTIMATED = "estimated"
+
+
+class PhaseTimings(BaseModel):
+    """Wall-clock seconds of each phase of a flow run (0 for a phase that did not run).
+
+    Attributes:
+        validate_seconds: local checks of the inputs (probing the clip, the images).
+        upload_seconds: making the clip and the reference images Scenario assets.
+        submit_seconds: the estimate and the paid submit (or finding the earlier job).
+        wait_seconds: waiting for the job to end.
+        download_seconds: storing the outputs.
+        report_seconds: the preview picture and the artifacts.
+        total_seconds: the whole flow run attempt.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    validate_seconds: float = 0.0
+    upload_seconds: float = 0.0
+    submit_seconds: float = 0.0
+    wait_seconds: float = 0.0
+    download_seconds: float = 0.0
+    report_seconds: float = 0.0
+    total_seconds: float = 0.0
+
+
+class ScenarioRunResult(BaseModel):
+    """The outcome of one generation flow run.
+
+    Attributes:
+        model_id: the Scenario model that ran.
+        job_id: the Scenario job (None for a dry run, where no job exists).
+        status: the job's final status (``success``), or ``estimated`` for a dry run.
+        inputs: the model's inputs as sent (camelCase, asset ids), without secrets.
+        sources: where each uploaded input came from (``video``, ``keyframes[0]``, ... to a path).
+        estimated_creative_units: the dry-run estimate taken before submitting.
+        creative_units_cost: what the job cost (None for a dry run).
+        outputs: the stored outputs, by output index.
+        destination: where the outputs went: a local directory, or a folder in ``storage``.
+        storage: the storage block's type slug (e.g. ``s3-bucket``), None for the local disk.
+        preview: the location of the preview picture (contact sheet or first frames), if one was made.
+        reused: True when the job came from an earlier flow run (nothing was spent by this run).
+        timings: seconds per phase.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    model_id: str
+    job_id: str | None
+    status: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    sources: dict[str, str] = Field(default_factory=dict)
+    estimated_creative_units: float | None = None
+    creative_units_cost: float | None = None
+    outputs: list[StoredOutput] = Field(default_factory=list)
+    destination: str = "scenario-outputs"
+    storage: str | None = None
+    preview: str | None = None
+    reused: bool = False
+    timings: PhaseTimings = Field(default_factory=PhaseTimings)
+
+    @property
+    def is_dry_run(self) -> bool:
+        """True when nothing was submitted (``status == "estimated"``)."""
+        return self.status == ESTIMATED
+
+    def output_path(self, output: StoredOutput, relative_to: str | Path | None = None) -> str:
+        """Where an output is, relative to ``relative_to`` (default: the destination directory).
+
+        Output paths are kept relative to the destination; a different base (a parent of the
+        destination, say) gets the path rebased with POSIX separators, as a manifest wants.
+        """
+        if relative_to is None or self.storage is not None:
+            return output.path
+        return _relative(Path(self.destination).expanduser().resolve() / output.path, relative_to)
+
+    def preview_path(self, relative_to: str | Path | None = None) -> str | None:
+        """The preview picture: relative to ``relative_to`` on the local disk, else its location."""
+        if self.preview is None or self.storage is not None:
+            return self.preview
+        return _relative(Path(self.preview), relative_to if relative_to is not None else self.destination)
+
+    def to_manifest(self, relative_to: str | Path | None = None) -> dict[str, Any]:
+        """The manifest of the run: what ran, what it cost, each output with its checksum.
+
+        The first keys are exactly ``model_id, job_id, status, inputs, creative_units_cost, outputs``
+        (each output: ``asset_id, path, mime_type, size, sha256, output_index``); the keys after
+        them add detail and may grow.
+
+        Args:
+            relative_to: the directory output paths are relative to (default: the destination).
+
+        Returns:
+            A JSON-ready dict.
+        """
+        return {
+            "model_id": self.model_id,
+            "job_id": self.job_id,
+            "status": self.status,
+            "inputs": dict(self.inputs),
+            "creative_units_cost": self.creative_units_cost,
+            "outputs": [
+                {
+                    "asset_id": output.asset_id,
+                    "path": self.output_path(output, relative_to),
+                    "mime_type": output.mime_type,
+                    "size": output.size,
+                    "sha256": output.sha256,
+                    "output_index": output.output_index,
+                }
+                for output in self.outputs
+            ],
+            "estimated_creative_units": self.estimated_creative_units,
+            "reused": self.reused,
+            "sources": dict(self.sources),
+            "locations": [output.location for output in self.outputs],
+            "preview": self.preview_path(relative_to),
+            "timings": self.timings.model_dump(),
+        }
+
+
+def _relative(target: Path, base: str | Path) -> str:
+    """``target`` relative to ``base``, with POSIX separators (a manifest is read on any OS)."""
+    root = Path(base).expanduser().resolve()
+    return PurePosixPath(posixpath.relpath(target.resolve().as_posix(), root.as_posix())).as_posix()
