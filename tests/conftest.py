@@ -7,10 +7,15 @@ Prefect: no test session may read or write the developer's ``~/.prefect``.
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
+import uuid
 from pathlib import Path
 
-os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-scenario-home-")
+os.environ["PREFECT_SCENARIO_TEST_DIR"] = tempfile.mkdtemp(prefix="prefect-scenario-tests-")
+os.environ["PREFECT_HOME"] = os.path.join(os.environ["PREFECT_SCENARIO_TEST_DIR"], "home")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
 
 from collections.abc import AsyncIterator, Iterator
 
@@ -27,6 +32,7 @@ from prefect_scenario.emulator import (
     serve_in_thread,
 )
 
+_SESSION_DIR = Path(os.environ["PREFECT_SCENARIO_TEST_DIR"])
 EMULATOR_KEY = "test-key"
 EMULATOR_SECRET = "test-secret"
 ASGI_BASE_URL = "http://emulator.test/v1"
@@ -109,3 +115,89 @@ def sample_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sample_image_bytes(sample_image: Path) -> bytes:
     """The bytes of :func:`sample_image`."""
     return sample_image.read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------
+# Prefect: ONE test server per session, shared by every directory that asks for it
+# (tests/prefect and tests/flows request it through an autouse wrapper of their own; the emulator,
+# client and video suites never start it).
+# ---------------------------------------------------------------------------------------------
+
+RESULTS_DIR = _SESSION_DIR / "results"
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """The session's Prefect test server, with results persisted under :data:`RESULTS_DIR`.
+
+    ``prefect_test_harness`` starts a real Prefect API (SQLite, a subprocess server) in 10 to 60 s
+    on this machine, so it is session-scoped. Results go to a private directory so cache hits never
+    leak between sessions and tests can read the result files back.
+    """
+    from prefect.settings import (
+        PREFECT_LOGGING_TO_API_BATCH_INTERVAL,
+        PREFECT_RESULTS_LOCAL_STORAGE_PATH,
+        temporary_settings,
+    )
+    from prefect.testing.utilities import prefect_test_harness
+
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    with (
+        temporary_settings(
+            updates={
+                PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(RESULTS_DIR),
+                PREFECT_LOGGING_TO_API_BATCH_INTERVAL: 0.3,
+            }
+        ),
+        prefect_test_harness(server_startup_timeout=120),
+    ):
+        yield
+
+
+@pytest.fixture(scope="session")
+def results_dir() -> Path:
+    """Where Prefect persists task results in this session."""
+    return RESULTS_DIR
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """moto's S3 server on a free loopback port; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_server: str):  # type: ignore[no-untyped-def]
+    """A fresh bucket on moto's server as a prefect-aws ``S3Bucket`` block (dummy keys)."""
+    import boto3
+    from prefect_aws import AwsCredentials, S3Bucket
+
+    name = f"scenario-{uuid.uuid4().hex[:12]}"
+    boto3.client(
+        "s3",
+        endpoint_url=moto_server,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=name)
+    credentials = AwsCredentials(
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+        aws_client_parameters={"endpoint_url": moto_server},
+    )
+    return S3Bucket(bucket_name=name, credentials=credentials)

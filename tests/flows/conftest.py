@@ -1,43 +1,19 @@
-"""Fixtures of the flow tests: the session's Prefect test server, S3 on moto, emulator credentials.
-
-The Prefect server and moto fixtures are the ones of ``tests/prefect/conftest.py`` (loaded from
-there, not copied, so both suites configure Prefect the same way). Pytest only shares a session
-fixture between directories through a common conftest, so until those fixtures move up to
-``tests/conftest.py`` a run of both directories starts one harness for each.
+"""Fixtures of the flow tests: the session's Prefect test server (``tests/conftest.py``), emulator
+credentials in a project of each test's own.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 from flow_support import CANARY_SECRET
 
-_PREFECT_CONFTEST = Path(__file__).resolve().parents[1] / "prefect" / "conftest.py"
 
-
-def _load_prefect_fixtures() -> Any:
-    name = "_prefect_scenario_tests_prefect_fixtures"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, _PREFECT_CONFTEST)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_fixtures = _load_prefect_fixtures()
-prefect_harness = _fixtures.prefect_harness  # autouse, session-scoped
-results_dir = _fixtures.results_dir
-moto_server = _fixtures.moto_server
-s3_bucket = _fixtures.s3_bucket
+@pytest.fixture(scope="session", autouse=True)
+def _prefect_server(prefect_harness: None) -> None:
+    """Every test here runs against the session's Prefect test server."""
 
 
 @pytest.fixture
