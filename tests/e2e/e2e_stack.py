@@ -1,0 +1,170 @@
+"""The processes of the end-to-end stack: each started as a user would, in a process group of its own.
+
+A group of its own lets teardown stop a process with everything it spawned (a worker's flow-run
+subprocesses) without touching anything this test did not start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+from prefect_api import PrefectAPI
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+POOL = "scenario-process"
+CREDENTIALS_BLOCK = "scenario"  # the name prefect.yaml's deployments use
+JOB_SECONDS = 2.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Process:
+    """A process this test started, with its log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    handle: IO[bytes]
+
+    def tail(self, lines: int = 60) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, grace_seconds: float = 15.0) -> None:
+        """SIGTERM to the process group, SIGKILL after the grace period; never anything else."""
+        pgid = self.popen.pid  # started with start_new_session: the group is ours alone
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGTERM)
+            try:
+                self.popen.wait(grace_seconds)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
+                self.popen.wait(10)
+        # Children the leader left behind (flow runs of a worker) share its group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        self.handle.close()
+
+    def group_alive(self) -> bool:
+        """True while a live (non-zombie) process of this group exists."""
+        proc = Path("/proc")
+        if not proc.is_dir():
+            try:
+                os.killpg(self.popen.pid, 0)
+            except ProcessLookupError:
+                return False
+            return True
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after its ")".
+            fields = stat.rsplit(")", 1)[-1].split()
+            if len(fields) > 2 and fields[2] == str(self.popen.pid) and fields[0] != "Z":
+                return True
+        return False
+
+
+@dataclass
+class Stack:
+    """The running stack and how to reach it."""
+
+    root: Path
+    workdir: Path
+    env: dict[str, str]
+    api: PrefectAPI
+    api_url: str
+    emulator_root: str
+    emulator_base_url: str
+    processes: list[Process] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def start(self, name: str, args: list[str], cwd: Path | None = None) -> Process:
+        log = self.root / f"{name}.log"
+        handle = log.open("wb")
+        popen = subprocess.Popen(
+            args,
+            cwd=cwd or self.workdir,
+            env=self.env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        process = Process(name, popen, log, handle)
+        self.processes.append(process)
+        return process
+
+    def run(self, args: list[str], timeout: float = 120, cwd: Path | None = None) -> str:
+        """Run a command to completion (a CLI step); fail with its output when it fails."""
+        done = subprocess.run(
+            args,
+            cwd=cwd or self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            start_new_session=True,
+        )
+        output = done.stdout + done.stderr
+        if done.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} exited {done.returncode}:\n{output[-4000:]}")
+        return output
+
+    def prefect(self, *args: str, timeout: float = 120) -> str:
+        return self.run([str(BIN / "prefect"), *args], timeout=timeout)
+
+    def emulator(self, method: str, path: str, body: Any = None) -> Any:
+        response = httpx.request(method, f"{self.emulator_root}/_emulator/{path}", json=body, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def logs(self) -> str:
+        return "\n\n".join(f"===== {p.name} ({p.log}) =====\n{p.tail()}" for p in self.processes)
+
+
+def _environment(root: Path, api_url: str, workdir: Path) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        # Nothing of the surrounding session may leak into the stack: its own home, server, keys.
+        if not key.startswith(("PREFECT_", "SCENARIO_"))
+    }
+    env.update(
+        {
+            "PREFECT_HOME": str(root / "prefect-home"),
+            "PREFECT_API_URL": api_url,
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root / 'server.db'}",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+            # The worker asks for scheduled runs every second instead of every ten.
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_CLI_PROMPT": "false",
+            # Stands in for `pip install prefect-scenario` in the worker's environment: the
+            # deployments' entrypoints are module paths of the installed package.
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")])),
+            # `{{ $PWD }}` in prefect.yaml's pull step: flow runs start in the directory of the deploy.
+            "PWD": str(workdir),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
