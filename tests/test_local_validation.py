@@ -140,5 +140,5 @@ def test_keyframe_cli_form_parses(text: str, seconds: float | None, at: float | 
 
 @pytest.mark.parametrize("text", ["ref.png", "ref.png@", "ref.png@soon"])
 def test_keyframe_cli_form_errors_show_the_expected_form(text: str) -> None:
-    with pytest.raises(InputValidationError, match="ref.png@2.5"):
+    with pytest.raises(InputValidationError, match=r"ref\.png@2\.5"):
         KeyframeSpec.parse(text)
