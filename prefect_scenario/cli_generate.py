@@ -116,13 +116,16 @@ def edit(
     max_creative_units: float | None = None,
     refresh: bool = False,
     timeout_seconds: float = 3600.0,
+    split: Annotated[bool, Parameter(negative="--no-split")] = True,
+    fit: Annotated[bool, Parameter(negative="")] = False,
 ) -> int:
     """Edit a video from a prompt with Runway Aleph 2.
 
     Parameters
     ----------
     video
-        The clip (at most 30 s, 16 MiB): a local path or a Scenario asset id (asset_...).
+        The clip: a local path or a Scenario asset id (asset_...). Aleph takes at most 30 s and
+        16 MiB; a longer or larger clip is edited in chunks and stitched back (see --no-split).
     prompt
         The edit, up to 1000 characters.
     keyframe
@@ -144,6 +147,14 @@ def edit(
         Pay for a new generation even when an earlier run had the same inputs and seed.
     timeout_seconds
         How long to wait for the job (it goes on past this).
+    split
+        A clip over 30 s or 16 MiB is cut into chunks within the limits (at scene cuts or
+        keyframes), edited in parallel with the same prompt and seed, and stitched back with its
+        audio; the estimate of all chunks is checked before anything is spent. --no-split refuses
+        such a clip instead.
+    fit
+        Re-encode a clip over 16 MiB (or 30 fps) as H.264 that fits, and edit it as one clip
+        (preferred to splitting when the clip is short enough).
     """
     parsed: dict[str, Any] = {}
 
@@ -152,18 +163,22 @@ def edit(
             KeyframeSpec,
             PromptImageSpec,
             is_asset_id,
+            plan_aleph_clip,
             validate_aleph_inputs,
         )
 
         parsed["keyframes"] = [KeyframeSpec.parse(text) for text in keyframe or []]
         parsed["prompt_images"] = [PromptImageSpec.parse(text) for text in prompt_image or []]
-        validate_aleph_inputs(
+        probe = validate_aleph_inputs(
             None if is_asset_id(video) else Path(video),
             prompt,
             parsed["keyframes"],
             parsed["prompt_images"],
             seed,
+            enforce_clip_limits=False,
         )
+        if probe is not None:
+            plan_aleph_clip(probe, allow_split=split, fit_to_limits=fit)
 
     destination = str(out.resolve())
 
@@ -182,6 +197,8 @@ def edit(
             refresh=refresh,
             timeout_seconds=timeout_seconds,
             dry_run=dry_run,
+            allow_split=split,
+            fit_to_limits=fit,
         )
 
     return _execute(check, run, out=out, credentials=credentials)
@@ -268,9 +285,10 @@ def _report(result: ScenarioRunResult, out: Path) -> None:
     from prefect_scenario.flows.reporting import model_name
 
     name = model_name(result.model_id)
+    chunks = f" for {len(result.chunks)} chunks" if result.chunks else ""
     if result.is_dry_run:
         print(
-            f"{name} would cost about {_units(result.estimated_creative_units)} creative units "
+            f"{name} would cost about {_units(result.estimated_creative_units)} creative units{chunks} "
             "(dry run: nothing was submitted, nothing was spent)"
         )
         return
@@ -278,12 +296,29 @@ def _report(result: ScenarioRunResult, out: Path) -> None:
     manifest = out / MANIFEST_NAME
     manifest.write_text(json.dumps(result.to_manifest(relative_to=out), indent=2) + "\n")
     origin = "reused from an earlier run, nothing spent" if result.reused else "new job"
-    print(
-        f"{name}: Scenario job {result.job_id} ({origin}), {len(result.outputs)} output(s), "
-        f"{_units(result.creative_units_cost)} creative units"
-    )
+    if result.chunks:
+        print(
+            f"{name}: {len(result.chunks)} chunk jobs ({origin if result.reused else 'new jobs'}) stitched "
+            f"into one video, {_units(result.creative_units_cost)} creative units"
+        )
+        for chunk in result.chunks:
+            print(
+                f"  chunk {chunk.index}: {chunk.start_seconds:.2f}-{chunk.end_seconds:.2f} s, "
+                f"Scenario job {chunk.job_id}, {_units(chunk.creative_units_cost)} creative units"
+            )
+    else:
+        print(
+            f"{name}: Scenario job {result.job_id} ({origin}), {len(result.outputs)} output(s), "
+            f"{_units(result.creative_units_cost)} creative units"
+        )
     for output in result.outputs:
         print(f"  {output.location}  {output.mime_type}  {output.size} bytes  sha256 {output.sha256[:16]}…")
+    for output in result.previews:
+        print(f"  {output.location}  {output.mime_type}  (preview)")
+    if result.composite_psnr_db is not None:
+        print(f"layers vs source: {result.composite_psnr_db:.1f} dB PSNR")
+    for note in result.notes:
+        print(f"note: {note}")
     if result.preview:
         print(f"preview:  {result.preview}")
     print(f"manifest: {manifest}")

@@ -22,7 +22,8 @@
     ├── DownloadError                an output could not be stored intact (size or sha256 mismatch)
     ├── JobWaitTimeoutError          the wait deadline passed; the job itself goes on
     └── JobFailedError               the job ended in failure (error and hint from the server)
-        └── JobCanceledError         the job was canceled
+        ├── JobCanceledError         the job was canceled
+        └── ChunksFailedError        chunks of a split edit failed: nothing was stitched from a partial set
 
 Messages never carry secrets: they are built from API text, ids and paths only.
 """
@@ -204,3 +205,30 @@ class JobFailedError(ScenarioError):
 
 class JobCanceledError(JobFailedError):
     """The job was canceled."""
+
+
+class ChunksFailedError(JobFailedError):
+    """Chunks of a split edit failed (after their retries); the edit was not stitched.
+
+    The chunks that succeeded are stored (they are paid for); ``job_id`` is the first failed
+    chunk's last job, empty when that chunk failed before a job existed.
+
+    Args:
+        message: which chunks failed, why, and where the finished ones are.
+        failed_chunks: the indexes (from 0) of the failed chunks.
+        job_id: the first failed chunk's last job, or "".
+        error: the first failed chunk's error.
+        hint: the server's hint for it, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        failed_chunks: list[int],
+        job_id: str,
+        error: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, job_id=job_id, status="failure", error=error, hint=hint)
+        self.failed_chunks = failed_chunks

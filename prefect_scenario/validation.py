@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -29,8 +30,16 @@ from prefect_scenario.models import (
 )
 
 _MIB = 1024 * 1024
+# Runway Aleph 2's hosts take at most 30 fps (a provider hint, not a documented limit): fitting a
+# clip caps its frame rate here, and only a clip that is fitted anyway is slowed down.
+ALEPH_FIT_MAX_FPS = 30.0
+
+ClipHandling = Literal["as_is", "fit", "split"]
+"""What happens to an Aleph clip before upload: sent as it is, re-encoded to fit, or split in chunks."""
 # An instruction must name something: at least one word of two letters or more.
 _WORD = re.compile(r"[^\W\d_]{2,}")
+# A prompt must hold at least one letter (one character is a word in some scripts).
+_LETTER = re.compile(r"[^\W\d_]")
 
 
 def is_asset_id(value: str | Path) -> bool:
@@ -123,12 +132,56 @@ def probe_local_video(video: Path) -> media.VideoProbe:
     try:
         probe = media.probe_video(video)
     except media.MediaError as exc:
-        raise MediaError(str(exc), field="video") from None
+        raise MediaError(_undecodable_message(video, exc), field="video") from None
     if probe.nb_frames <= 0 or probe.duration_seconds <= 0:
         raise MediaError(
             f"video {video} has no frames: export the clip again (H.264 MP4 or VP9 WebM)", field="video"
         )
     return probe
+
+
+# The first bytes of the containers a video comes in: what is left of a file FFmpeg cannot read
+# tells a damaged video apart from a file that never was one.
+_CONTAINER_MAGIC = {
+    b"ftyp": "an MP4/MOV",  # ISO base media: bytes 4..8
+    b"\x1a\x45\xdf\xa3": "a WebM/Matroska",  # EBML, at byte 0
+    b"RIFF": "an AVI",
+}
+
+
+def _sniff(video: Path) -> str | None:
+    """What the start of the file says it is: a container's name, ``text``, or None (unknown)."""
+    try:
+        with open(video, "rb") as handle:
+            head = handle.read(512)
+    except OSError:
+        return None
+    if head[4:8] == b"ftyp":
+        return _CONTAINER_MAGIC[b"ftyp"]
+    for magic, name in _CONTAINER_MAGIC.items():
+        if head.startswith(magic):
+            return name
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return "text" if text and all(ch.isprintable() or ch in "\r\n\t" for ch in text) else None
+
+
+def _undecodable_message(video: Path, exc: Exception) -> str:
+    """The probe's failure, said in terms of what the file looks like and what to do about it."""
+    kind = _sniff(video)
+    if kind == "text":
+        return (
+            f"video {video} is a text file, not a video (its name ends in {video.suffix or 'nothing'}, its "
+            "content is text): pick the video file itself, an MP4 (H.264) or WebM (VP9)"
+        )
+    if kind is not None:
+        return (
+            f"video {video} starts like {kind} file but FFmpeg cannot decode it: it is truncated or "
+            "damaged (an unfinished download or copy?); copy or export it again"
+        )
+    return str(exc)
 
 
 def _check_image(image: str, what: str) -> None:
@@ -140,7 +193,9 @@ def _check_image(image: str, what: str) -> None:
     try:
         media.probe_image(path)
     except media.MediaError as exc:
-        raise MediaError(f"{what} {image!r} is not a decodable image ({exc}); use a PNG or JPEG", field=what) from None
+        raise MediaError(
+            f"{what} {image!r} is not a decodable image ({exc}); use a PNG or JPEG", field=what
+        ) from None
 
 
 def validate_layers_inputs(
@@ -204,6 +259,51 @@ def check_aleph_clip_limits(probe: media.VideoProbe) -> None:
         )
 
 
+def plan_aleph_clip(probe: media.VideoProbe, *, allow_split: bool, fit_to_limits: bool) -> ClipHandling:
+    """Decide how a local clip meets Runway Aleph 2's limits (30 s, 16 MiB), or refuse it.
+
+    Over 30 s, only splitting helps. Over 16 MiB only, fitting (one re-encoded clip, one job) is
+    preferred to splitting (several jobs and seams). A clip within the limits is sent as it is,
+    unless fitting was asked for and its frame rate is over 30 fps.
+
+    Args:
+        probe: the local clip's probe.
+        allow_split: the clip may be edited in chunks and stitched back.
+        fit_to_limits: the clip may be re-encoded (H.264, at most 16 MiB and 30 fps).
+
+    Returns:
+        ``as_is``, ``fit`` or ``split``.
+
+    Raises:
+        MediaError: over a limit that neither option allowed can meet, with the options that would.
+    """
+    over_seconds = probe.duration_seconds > ALEPH_MAX_VIDEO_SECONDS + 1e-6
+    over_bytes = probe.size_bytes > ALEPH_MAX_VIDEO_BYTES
+    if over_seconds:
+        if allow_split:
+            return "split"
+        raise MediaError(
+            f"video {probe.path.name} lasts {probe.duration_seconds:.2f} s; Runway Aleph 2 takes at most "
+            f"{ALEPH_MAX_VIDEO_SECONDS:.0f} s: trim it, or allow splitting so it is edited in chunks and "
+            "stitched back (allow_split=True; on the command line, leave out --no-split)",
+            field="video",
+        )
+    if over_bytes:
+        if fit_to_limits:
+            return "fit"
+        if allow_split:
+            return "split"
+        raise MediaError(
+            f"video {probe.path.name} is {probe.size_bytes / _MIB:.1f} MiB; Runway Aleph 2 takes at most "
+            f"{ALEPH_MAX_VIDEO_BYTES / _MIB:.0f} MiB: re-encode it at a lower bitrate, or allow fitting so "
+            "it is re-encoded for you (fit_to_limits=True; --fit on the command line)",
+            field="video",
+        )
+    if fit_to_limits and probe.frame_rate > ALEPH_FIT_MAX_FPS + 1e-6:
+        return "fit"
+    return "as_is"
+
+
 def validate_aleph_inputs(
     video: Path | None,
     prompt: str,
@@ -234,6 +334,11 @@ def validate_aleph_inputs(
     if not prompt.strip():
         raise InputValidationError(
             "prompt is empty: describe the edit, e.g. 'turn it into a watercolour painting'", field="prompt"
+        )
+    if not _LETTER.search(prompt):
+        raise InputValidationError(
+            f"prompt {prompt!r} describes nothing: say what to change, e.g. 'make it a snowy night'",
+            field="prompt",
         )
     if len(prompt) > ALEPH_MAX_PROMPT_CHARS:
         raise InputValidationError(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,6 +43,12 @@ from prefect_scenario.tasks import download_outputs, estimate_job, submit_job, w
 from prefect_scenario.validation import is_asset_id
 
 T = TypeVar("T")
+
+# A preview picture as stored (its location) and its JPEG bytes (empty when too big to embed).
+Preview = tuple[str, bytes]
+# A look at a run's stored outputs before it is reported (layer previews, a PSNR figure): it returns
+# the result with what it added, and the preview picture when it made one.
+Review = Callable[[ScenarioRunResult], Awaitable[tuple[ScenarioRunResult, Preview | None]]]
 
 # Where an input clip may live. Prefect's S3Bucket (prefect-aws) is a WritableFileSystem that is not
 # a ReadableFileSystem subclass, though it reads: a flow parameter typed ReadableFileSystem alone
@@ -166,6 +172,8 @@ class GenerationRequest:
         body: the model's inputs, camelCase as on the wire (asset ids, no local paths).
         sources: where each uploaded input came from, for the record.
         source_video: the local clip, when there is one (for a before/after preview).
+        fitted_to_limits: the clip was re-encoded to fit the model's limits before upload.
+        notes: what was done to the inputs, in words, for the result and the summary.
     """
 
     flow_slug: str
@@ -173,6 +181,8 @@ class GenerationRequest:
     body: dict[str, Any]
     sources: dict[str, str]
     source_video: Path | None = None
+    fitted_to_limits: bool = False
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -190,7 +200,11 @@ class GenerationOptions:
 
 
 async def run_generation(
-    request: GenerationRequest, options: GenerationOptions, clock: Stopwatch
+    request: GenerationRequest,
+    options: GenerationOptions,
+    clock: Stopwatch,
+    *,
+    review: Review | None = None,
 ) -> ScenarioRunResult:
     """Estimate, submit (once), wait, store the outputs and report.
 
@@ -198,6 +212,8 @@ async def run_generation(
         request: the checked, uploaded request.
         options: destination, budget, reuse and deadline.
         clock: the flow's stopwatch (validation and upload were timed already).
+        review: a look at the stored outputs before the report (e.g. layer previews); its failure
+            is logged, never raised: the outputs are stored and paid for.
 
     Returns:
         The result of the run.
@@ -210,6 +226,8 @@ async def run_generation(
         "sources": request.sources,
         "destination": str(options.destination),
         "storage": storage_slug(options.destination_storage),
+        "fitted_to_limits": request.fitted_to_limits,
+        "notes": list(request.notes),
     }
     with clock.phase("submit"):
         estimate = await estimate_job(request.model_id, request.body, credentials=options.credentials)
@@ -227,7 +245,7 @@ async def run_generation(
                 name,
                 _units(estimate.creative_units_cost),
             )
-            await _report(request, options, result, clock)
+            await report_run(request, options, result, clock)
             return result
         # Typed as Any: Prefect's overloads do not see that an async task with return_state=True
         # gives an awaitable of its state.
@@ -271,7 +289,14 @@ async def run_generation(
         reused=reused,
         timings=clock.timings(),
     )
-    result = await _report(request, options, result, clock)
+    preview: Preview | None = None
+    if review is not None and result.outputs:
+        with clock.phase("report"):
+            try:
+                result, preview = await review(result)
+            except Exception as exc:
+                logger.warning("The outputs were not reviewed (%s: %s)", type(exc).__name__, exc)
+    result = await report_run(request, options, result, clock, preview=preview)
     logger.info(
         "%s finished: Scenario job %s, %d output(s) in %s, %s creative units%s",
         name,
@@ -300,23 +325,41 @@ def _check_budget(model_id: str, estimate: float, budget: float | None) -> None:
         )
 
 
-async def _report(
-    request: GenerationRequest, options: GenerationOptions, result: ScenarioRunResult, clock: Stopwatch
+async def report_run(
+    request: GenerationRequest,
+    options: GenerationOptions,
+    result: ScenarioRunResult,
+    clock: Stopwatch,
+    *,
+    preview: Preview | None = None,
 ) -> ScenarioRunResult:
-    """Preview picture and artifacts; a failure here is logged, never raised."""
+    """Preview picture and artifacts; a failure here is logged, never raised.
+
+    Args:
+        request: the run's request (flow, source clip).
+        options: where the outputs went.
+        result: the run's result so far.
+        clock: the flow's stopwatch.
+        preview: a preview picture already made and stored (location, JPEG bytes); made here when None.
+
+    Returns:
+        The result with the preview's location and the final timings.
+    """
     logger = get_run_logger()
-    preview: tuple[str, bytes] | None = None
     preview_url: str | None = None
     with clock.phase("report"):
-        if result.outputs:
+        if result.outputs and preview is None:
             try:
                 preview = await make_preview(
                     result, source=request.source_video, storage=options.destination_storage
                 )
-                if preview is not None:
-                    preview_url = await presigned_preview_url(options.destination_storage, preview[0])
             except Exception as exc:
                 logger.warning("No preview picture for this run (%s: %s)", type(exc).__name__, exc)
+        if preview is not None:
+            try:
+                preview_url = await presigned_preview_url(options.destination_storage, preview[0])
+            except Exception as exc:
+                logger.warning("No link to the preview picture (%s: %s)", type(exc).__name__, exc)
         result = result.model_copy(
             update={"preview": preview[0] if preview else None, "timings": clock.timings()}
         )

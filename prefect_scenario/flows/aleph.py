@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from prefect import flow
@@ -9,6 +10,7 @@ from prefect.filesystems import ReadableFileSystem, WritableFileSystem
 from prefect.logging import get_run_logger
 
 from prefect_scenario.blocks import ScenarioCredentials, resolve_credentials
+from prefect_scenario.concurrency import DEFAULT_LIMIT_NAME, DEFAULT_PARALLEL_JOBS
 from prefect_scenario.flows._common import (
     GenerationOptions,
     GenerationRequest,
@@ -19,13 +21,23 @@ from prefect_scenario.flows._common import (
     run_generation,
     source_name,
 )
+from prefect_scenario.flows.aleph_chunks import (
+    DEFAULT_CHUNK_RETRIES,
+    ChunkedEdit,
+    ChunkSettings,
+    edit_in_chunks,
+    fit_clip,
+)
 from prefect_scenario.flows.result import ScenarioRunResult
 from prefect_scenario.hooks import cancel_remote_jobs
 from prefect_scenario.models import ALEPH_MODEL_ID, AlephInput, Keyframe, PromptImage
+from prefect_scenario.storage import materialized, new_temp_dir
 from prefect_scenario.tasks import upload_image, upload_video
 from prefect_scenario.validation import (
+    ClipHandling,
     KeyframeSpec,
     PromptImageSpec,
+    plan_aleph_clip,
     validate_aleph_inputs,
 )
 
@@ -71,8 +83,10 @@ async def _upload_references(
     flow_run_name=_run_name,
     description=(
         "Rewrite the look of a video from a prompt with Runway Aleph 2 (motion and structure kept), "
-        "optionally guided by reference images, and store the edit with its sha256. With a seed, "
-        "the same clip and inputs reuse the earlier job: nothing is paid twice."
+        "optionally guided by reference images, and store the edit with its sha256. A clip over 30 s "
+        "or 16 MiB is refused unless you allow splitting it (edited in chunks, stitched back with its "
+        "audio) or fitting it (re-encoded). With a seed, the same clip and inputs reuse the earlier "
+        "job: nothing is paid twice."
     ),
     # Off by default; safe when turned on: the paid submit is persisted, a retry never re-submits.
     retries=0,
@@ -94,12 +108,17 @@ async def aleph_edit(
     refresh: bool = False,
     timeout_seconds: float = 3600,
     dry_run: bool = False,
+    allow_split: bool = False,
+    fit_to_limits: bool = False,
+    max_parallel_chunks: int = DEFAULT_PARALLEL_JOBS,
+    chunk_retries: int = DEFAULT_CHUNK_RETRIES,
+    concurrency_limit_name: str | None = DEFAULT_LIMIT_NAME,
 ) -> ScenarioRunResult:
     """Edit a video from a prompt with Runway Aleph 2.
 
     Args:
-        video: The clip (at most 30 s and 16 MiB): a local path, a path inside the video storage
-            block, or a Scenario asset id (asset_...).
+        video: The clip (at most 30 s and 16 MiB, unless splitting or fitting is allowed): a local
+            path, a path inside the video storage block, or a Scenario asset id (asset_...).
         prompt: The edit, up to 1000 characters (e.g. "turn it into a watercolour painting").
         keyframes: Up to 5 reference images pinned to times of the input clip (seconds, or "at"
             as a fraction 0 to 1); local paths or asset ids. Not together with prompt images.
@@ -115,16 +134,34 @@ async def aleph_edit(
         destination_storage: A storage block (S3 bucket, ...) for the edit instead of the local disk.
         max_creative_units: Refuse, before spending, when the estimate is above this many creative units.
         refresh: Pay for a new generation even when an earlier run had the same inputs and seed.
-        timeout_seconds: How long to wait for the job. The job itself goes on past it.
+        timeout_seconds: How long to wait for the job (each chunk's job). The job goes on past it.
         dry_run: Only check the inputs, upload them (free) and estimate the cost; submit nothing.
+            For a clip that is split, every chunk is estimated and the total is shown.
+        allow_split: A clip over 30 s (or over 16 MiB, when fitting is off) is cut into chunks
+            within the limits, at scene cuts or keyframes where possible; the chunks are edited in
+            parallel with the same prompt and seed, each keyframe or prompt image going to the chunk
+            holding its time, and stitched back into one video with the source's audio. The budget
+            applies to the total. Off: such a clip is refused before anything is uploaded.
+        fit_to_limits: A clip over 16 MiB (or over 30 fps) is re-encoded as H.264 at a bitrate
+            that fits 16 MiB and at most 30 fps, and edited as one clip; the result says so. Off:
+            such a clip is refused (or split, when splitting is allowed).
+        max_parallel_chunks: Chunk jobs in flight at once, at most (a split clip only).
+        chunk_retries: New jobs for a chunk whose job failed on Scenario's side (not for a refused
+            input). The edit is never stitched from a partial set.
+        concurrency_limit_name: The Prefect global concurrency limit the batch flows use; chunk
+            jobs hold a slot of it too when it exists on the server (it is not created here).
 
     Returns:
         The job, what it cost, the stored edit (path, size, sha256) and the time of each phase.
+        For a split clip: ``outputs`` is the stitched video, ``chunks`` lists every chunk's job,
+        cost and outputs, ``creative_units_cost`` is their total and ``job_id`` is None.
 
     Raises:
         InputValidationError: an input is wrong (nothing was uploaded or spent).
-        BudgetExceededError: the estimate is above max_creative_units (nothing was spent).
-        JobFailedError: the job failed; the error carries Scenario's error and hint.
+        BudgetExceededError: the estimate (for a split clip, the total) is above
+            max_creative_units (nothing was spent).
+        JobFailedError: the job failed; the error carries Scenario's error and hint. For a split
+            clip, ChunksFailedError names the failed chunks (the finished ones stay stored).
     """
     clock = Stopwatch()
     logger = get_run_logger()
@@ -134,7 +171,15 @@ async def aleph_edit(
         probe = await check_video(
             video,
             video_storage,
-            lambda local: validate_aleph_inputs(local, prompt, keyframes, prompt_images, seed),
+            lambda local: validate_aleph_inputs(
+                local, prompt, keyframes, prompt_images, seed, enforce_clip_limits=False
+            ),
+        )
+        # An asset id cannot be probed here: the API checks its limits at submit, before any job.
+        handling: ClipHandling = (
+            plan_aleph_clip(probe, allow_split=allow_split, fit_to_limits=fit_to_limits)
+            if probe is not None
+            else "as_is"
         )
     creds = await resolve_credentials(credentials)
     if probe is not None:
@@ -148,8 +193,86 @@ async def aleph_edit(
             len(keyframes),
             len(prompt_images),
         )
+    options = GenerationOptions(
+        credentials=creds,
+        destination=destination,
+        destination_storage=destination_storage,
+        max_creative_units=max_creative_units,
+        # Without a seed the user asked for a fresh random result: reusing an earlier job would
+        # silently hand back the same one. With a seed, the same inputs mean the same edit.
+        reuse_across_runs=seed is not None,
+        refresh=refresh,
+        timeout_seconds=timeout_seconds,
+        dry_run=dry_run,
+    )
+    if handling == "as_is":
+        return await _edit_one_clip(
+            video, video_storage, prompt, keyframes, prompt_images, seed, options, clock
+        )
+    assert probe is not None
+    # Fitting and splitting work on a local file: a clip in a storage block is fetched once more.
+    async with materialized(video, readable(video_storage)) as local:
+        if handling == "split":
+            edit = ChunkedEdit(
+                video=video,
+                source=local,
+                probe=probe,
+                prompt=prompt,
+                keyframes=keyframes,
+                prompt_images=prompt_images,
+                seed=seed,
+                sources={
+                    "video": source_name(video, video_storage),
+                    **{f"keyframes[{i}]": k.image for i, k in enumerate(keyframes)},
+                    **{f"promptImage[{i}]": p.image for i, p in enumerate(prompt_images)},
+                },
+            )
+            settings = ChunkSettings(
+                max_parallel_chunks=max_parallel_chunks,
+                chunk_retries=chunk_retries,
+                concurrency_limit_name=concurrency_limit_name,
+            )
+            return await edit_in_chunks(edit, options, settings, clock)
+        scratch = new_temp_dir()
+        try:
+            with clock.phase("prepare"):
+                fitted, note = await fit_clip(local, probe, scratch)
+            return await _edit_one_clip(
+                video,
+                video_storage,
+                prompt,
+                keyframes,
+                prompt_images,
+                seed,
+                options,
+                clock,
+                fitted=fitted,
+                notes=(note,),
+            )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+async def _edit_one_clip(
+    video: str,
+    video_storage: ReadableFileSystem | WritableFileSystem | None,
+    prompt: str,
+    keyframes: list[KeyframeSpec],
+    prompt_images: list[PromptImageSpec],
+    seed: int | None,
+    options: GenerationOptions,
+    clock: Stopwatch,
+    *,
+    fitted: Path | None = None,
+    notes: tuple[str, ...] = (),
+) -> ScenarioRunResult:
+    """One clip, one job: upload, then estimate, submit, wait and store (``fitted``: a re-encoded copy)."""
+    creds = options.credentials
     with clock.phase("upload"):
-        asset_id = await upload_video(video, credentials=creds, storage=readable(video_storage))
+        if fitted is not None:
+            asset_id = await upload_video(str(fitted), credentials=creds)
+        else:
+            asset_id = await upload_video(video, credentials=creds, storage=readable(video_storage))
         wire_keyframes, wire_images, sources = await _upload_references(keyframes, prompt_images, creds)
     body = AlephInput(
         prompt=prompt,
@@ -164,17 +287,7 @@ async def aleph_edit(
         body=body,
         sources={"video": source_name(video, video_storage), **sources},
         source_video=local_clip(video, video_storage),
-    )
-    options = GenerationOptions(
-        credentials=creds,
-        destination=destination,
-        destination_storage=destination_storage,
-        max_creative_units=max_creative_units,
-        # Without a seed the user asked for a fresh random result: reusing an earlier job would
-        # silently hand back the same one. With a seed, the same inputs mean the same edit.
-        reuse_across_runs=seed is not None,
-        refresh=refresh,
-        timeout_seconds=timeout_seconds,
-        dry_run=dry_run,
+        fitted_to_limits=fitted is not None,
+        notes=notes,
     )
     return await run_generation(request, options, clock)

@@ -12,6 +12,7 @@ from prefect_scenario.blocks import ScenarioCredentials, resolve_credentials
 from prefect_scenario.flows._common import (
     GenerationOptions,
     GenerationRequest,
+    Preview,
     Stopwatch,
     check_video,
     local_clip,
@@ -19,6 +20,7 @@ from prefect_scenario.flows._common import (
     run_generation,
     source_name,
 )
+from prefect_scenario.flows.layers_review import review_layers
 from prefect_scenario.flows.result import ScenarioRunResult
 from prefect_scenario.hooks import cancel_remote_jobs
 from prefect_scenario.models import LAYERS_DEFAULT_LAYERS, VIDEO_LAYERS_MODEL_ID, VideoLayersInput
@@ -40,8 +42,9 @@ def _run_name() -> str:
     flow_run_name=_run_name,
     description=(
         "Split a video into transparent layers (the moving foreground objects and the background) "
-        "with Scenario's Video to Layers model, and store every layer with its sha256. The same "
-        "clip and inputs reuse the earlier job: nothing is paid twice."
+        "with Scenario's Video to Layers model, and store every layer with its sha256, beside a "
+        "composite preview video, a contact sheet and how closely the layers add back up to the "
+        "source (PSNR). The same clip and inputs reuse the earlier job: nothing is paid twice."
     ),
     # Off by default: a user opts in. Retrying is safe either way: the paid submit is persisted
     # and comes back from the cache, so a retry downloads again and never generates again.
@@ -84,7 +87,10 @@ async def video_to_layers(
         dry_run: Only check the inputs, upload them (free) and estimate the cost; submit nothing.
 
     Returns:
-        The job, what it cost, the stored layers (paths, sizes, sha256) and the time of each phase.
+        The job, what it cost, the stored layers (paths, sizes, sha256), the previews stored
+        beside them (a composite over a checkerboard as MP4, a contact sheet as JPEG), the layers'
+        PSNR against the source (``composite_psnr_db``; a warning under 30 dB) and the time of
+        each phase.
 
     Raises:
         InputValidationError: an input is wrong (nothing was uploaded or spent).
@@ -132,4 +138,10 @@ async def video_to_layers(
         timeout_seconds=timeout_seconds,
         dry_run=dry_run,
     )
-    return await run_generation(request, options, clock)
+
+    async def review(result: ScenarioRunResult) -> tuple[ScenarioRunResult, Preview | None]:
+        return await review_layers(
+            result, video=video, video_storage=video_storage, destination_storage=destination_storage
+        )
+
+    return await run_generation(request, options, clock, review=review)

@@ -38,6 +38,8 @@ MODEL_NAMES = {
 PREVIEW_MAX_BYTES = 60_000
 PREVIEW_FILE_NAMES = {VIDEO_LAYERS_MODEL_ID: "contact-sheet.jpg", ALEPH_MODEL_ID: "first-frames.jpg"}
 PRESIGNED_URL_LIFETIME = timedelta(days=7)
+# Below this PSNR the layers do not add back up to the source: a separation worth a look.
+COMPOSITE_PSNR_WARNING_DB = 30.0
 
 
 def artifact_key(flow_slug: str, what: str) -> str:
@@ -75,13 +77,46 @@ def _cell(value: Any) -> str:
 def _timings_rows(timings: PhaseTimings) -> list[str]:
     phases = [
         ("validate", timings.validate_seconds),
+        ("prepare", timings.prepare_seconds),
         ("upload", timings.upload_seconds),
         ("submit", timings.submit_seconds),
         ("wait", timings.wait_seconds),
         ("download", timings.download_seconds),
+        ("stitch", timings.stitch_seconds),
         ("report", timings.report_seconds),
     ]
-    return [f"| {name} | {seconds:.1f} s |" for name, seconds in phases]
+    # Phases only some runs have (fitting, splitting, stitching) are left out when they did not run.
+    return [
+        f"| {name} | {seconds:.1f} s |"
+        for name, seconds in phases
+        if seconds or name not in ("prepare", "stitch")
+    ]
+
+
+def psnr_verdict(psnr_db: float) -> str:
+    """A few words on a layers-versus-source PSNR figure."""
+    if psnr_db >= COMPOSITE_PSNR_WARNING_DB:
+        return "the layers composite back to the source"
+    return "the layers do not composite back to the source: check the separation"
+
+
+def _chunk_rows(result: ScenarioRunResult) -> list[str]:
+    lines = [
+        "",
+        "## Chunks",
+        "",
+        "| chunk | source time | job | status | estimated | billed | retried jobs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for chunk in result.chunks:
+        job = f"`{chunk.job_id}`" if chunk.job_id else "—"
+        retried = ", ".join(f"`{j}`" for j in chunk.failed_job_ids) or "—"
+        status = chunk.status + (f": {_cell(chunk.error)}" if chunk.error else "")
+        lines.append(
+            f"| {chunk.index} | {chunk.start_seconds:.2f}–{chunk.end_seconds:.2f} s | {job} | {status} "
+            f"| {_units(chunk.estimated_creative_units)} | {_units(chunk.creative_units_cost)} | {retried} |"
+        )
+    return lines
 
 
 def summary_markdown(result: ScenarioRunResult, preview_jpeg: bytes | None = None) -> str:
@@ -90,6 +125,12 @@ def summary_markdown(result: ScenarioRunResult, preview_jpeg: bytes | None = Non
     if result.is_dry_run:
         title = f"# {name}: estimate only (dry run)"
         origin = "no job was submitted; nothing was spent"
+    elif result.chunks:
+        state = "stitched" if result.status == "success" else result.status
+        title = f"# {name}: {len(result.chunks)} chunk jobs, {state}"
+        origin = "one job per chunk of a clip over the model's limits, submitted by this flow run"
+        if result.reused:
+            origin += " (reused from an earlier flow run: nothing was spent by this run)"
     elif result.reused:
         title = f"# {name}: job `{result.job_id}` (reused)"
         origin = "reused from an earlier flow run with the same inputs; nothing was spent by this run"
@@ -110,6 +151,15 @@ def summary_markdown(result: ScenarioRunResult, preview_jpeg: bytes | None = Non
         f"| Outputs | {len(result.outputs)} in `{_cell(result.destination) or '.'}`"
         f"{f' ({result.storage})' if result.storage else ''} |",
         f"| Duration | {result.timings.total_seconds:.1f} s |",
+    ]
+    if result.fitted_to_limits:
+        lines.append("| Clip | re-encoded to fit the model's limits before upload (see notes) |")
+    if result.composite_psnr_db is not None:
+        psnr = result.composite_psnr_db
+        lines.append(f"| Layers vs source | {psnr:.1f} dB PSNR: {psnr_verdict(psnr)} |")
+    if result.previews:
+        lines.append(f"| Previews | {', '.join(f'`{_cell(p.path)}`' for p in result.previews)} |")
+    lines += [
         "",
         "## Inputs",
         "",
@@ -120,6 +170,10 @@ def summary_markdown(result: ScenarioRunResult, preview_jpeg: bytes | None = Non
         lines.append(f"| {_cell(key)} | {_cell(value)} |")
     for key, value in result.sources.items():
         lines.append(f"| {_cell(key)} (source) | `{_cell(value)}` |")
+    if result.chunks:
+        lines += _chunk_rows(result)
+    if result.notes:
+        lines += ["", "## Notes", "", *(f"- {_cell(note)}" for note in result.notes)]
     lines += ["", "## Durations", "", "| phase | time |", "|---|---|", *_timings_rows(result.timings)]
     if preview_jpeg:
         caption = "Layers over a checkerboard" if result.model_id == VIDEO_LAYERS_MODEL_ID else "First frames"
@@ -154,10 +208,11 @@ async def publish_artifacts(
         description=f"{model_name(result.model_id)}: what ran, what it cost, how long each phase took",
     )
     if result.outputs:
+        jobs = f"Scenario job {result.job_id}" if result.job_id else f"{len(result.chunks)} chunk jobs"
         await acreate_table_artifact(
-            outputs_table(result.outputs),
+            outputs_table([*result.outputs, *(o for c in result.chunks for o in c.outputs)]),
             key=artifact_key(flow_slug, "outputs"),
-            description=f"Outputs of Scenario job {result.job_id}, checked for size and sha256",
+            description=f"Outputs of {jobs}, checked for size and sha256",
         )
     if preview_url:
         await acreate_image_artifact(

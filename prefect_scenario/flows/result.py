@@ -23,10 +23,13 @@ class PhaseTimings(BaseModel):
 
     Attributes:
         validate_seconds: local checks of the inputs (probing the clip, the images).
+        prepare_seconds: local media work before upload: fitting the clip to the limits, or
+            splitting it into chunks.
         upload_seconds: making the clip and the reference images Scenario assets.
         submit_seconds: the estimate and the paid submit (or finding the earlier job).
-        wait_seconds: waiting for the job to end.
+        wait_seconds: waiting for the job to end (for chunks: the jobs, downloads included).
         download_seconds: storing the outputs.
+        stitch_seconds: joining the edited chunks into one video and storing it.
         report_seconds: the preview picture and the artifacts.
         total_seconds: the whole flow run attempt.
     """
@@ -34,12 +37,49 @@ class PhaseTimings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     validate_seconds: float = 0.0
+    prepare_seconds: float = 0.0
     upload_seconds: float = 0.0
     submit_seconds: float = 0.0
     wait_seconds: float = 0.0
     download_seconds: float = 0.0
+    stitch_seconds: float = 0.0
     report_seconds: float = 0.0
     total_seconds: float = 0.0
+
+
+class ChunkResult(BaseModel):
+    """One chunk of a clip edited in chunks (Runway Aleph 2 over its 30 s / 16 MiB limits).
+
+    Attributes:
+        index: the chunk's place in the clip, from 0.
+        start_seconds: where the chunk starts in the source clip.
+        end_seconds: where it ends in the source clip.
+        status: the chunk job's final status (``success``, ``failure``), ``estimated`` for a dry
+            run, or ``failed`` when it failed before its job ended (a refused submit, a lost download).
+        job_id: the chunk's last job (None for a dry run, or when no job was created).
+        inputs: the chunk job's inputs as sent (its own video asset, keyframes at chunk-local times).
+        estimated_creative_units: the dry-run estimate of the chunk.
+        creative_units_cost: what the chunk's successful job cost.
+        outputs: the chunk job's stored outputs.
+        failed_job_ids: earlier jobs of the chunk that failed on the server and were retried.
+        reused: True when the job came from an earlier flow run (nothing spent by this run).
+        error: why the chunk failed, when it did.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    start_seconds: float
+    end_seconds: float
+    status: str
+    job_id: str | None = None
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    estimated_creative_units: float | None = None
+    creative_units_cost: float | None = None
+    outputs: list[StoredOutput] = Field(default_factory=list)
+    failed_job_ids: list[str] = Field(default_factory=list)
+    reused: bool = False
+    error: str | None = None
 
 
 class ScenarioRunResult(BaseModel):
@@ -59,6 +99,14 @@ class ScenarioRunResult(BaseModel):
         preview: the location of the preview picture (contact sheet or first frames), if one was made.
         reused: True when the job came from an earlier flow run (nothing was spent by this run).
         timings: seconds per phase.
+        chunks: for a clip edited in chunks, every chunk's job, cost and outputs; ``outputs`` then
+            holds the stitched video (made here, so its ``asset_id`` is empty) and ``job_id`` is None.
+        fitted_to_limits: True when the clip was re-encoded to fit the model's limits before upload.
+        previews: pictures made here beside the outputs (``kind`` ``preview``): for layers, the
+            composite preview video and the contact sheet.
+        composite_psnr_db: how closely the layers composite back to the source (PSNR, dB; 100 is
+            identical, under 30 flags a bad separation); None when it could not be measured.
+        notes: what was done to the inputs or left out, in words (fitting, splitting, a skipped check).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -76,6 +124,11 @@ class ScenarioRunResult(BaseModel):
     preview: str | None = None
     reused: bool = False
     timings: PhaseTimings = Field(default_factory=PhaseTimings)
+    chunks: list[ChunkResult] = Field(default_factory=list)
+    fitted_to_limits: bool = False
+    previews: list[StoredOutput] = Field(default_factory=list)
+    composite_psnr_db: float | None = None
+    notes: list[str] = Field(default_factory=list)
 
     @property
     def is_dry_run(self) -> bool:
@@ -111,29 +164,56 @@ class ScenarioRunResult(BaseModel):
         Returns:
             A JSON-ready dict.
         """
-        return {
+        manifest: dict[str, Any] = {
             "model_id": self.model_id,
             "job_id": self.job_id,
             "status": self.status,
             "inputs": dict(self.inputs),
             "creative_units_cost": self.creative_units_cost,
-            "outputs": [
-                {
-                    "asset_id": output.asset_id,
-                    "path": self.output_path(output, relative_to),
-                    "mime_type": output.mime_type,
-                    "size": output.size,
-                    "sha256": output.sha256,
-                    "output_index": output.output_index,
-                }
-                for output in self.outputs
-            ],
+            "outputs": [self._output_entry(output, relative_to) for output in self.outputs],
             "estimated_creative_units": self.estimated_creative_units,
             "reused": self.reused,
             "sources": dict(self.sources),
             "locations": [output.location for output in self.outputs],
             "preview": self.preview_path(relative_to),
             "timings": self.timings.model_dump(),
+        }
+        # Keys that only some runs have stay out of the others' manifests.
+        if self.chunks:
+            manifest["chunks"] = [
+                {
+                    "index": chunk.index,
+                    "start_seconds": chunk.start_seconds,
+                    "end_seconds": chunk.end_seconds,
+                    "job_id": chunk.job_id,
+                    "creative_units_cost": chunk.creative_units_cost,
+                    "outputs": [self._output_entry(output, relative_to) for output in chunk.outputs],
+                    "status": chunk.status,
+                    "estimated_creative_units": chunk.estimated_creative_units,
+                    "inputs": dict(chunk.inputs),
+                    "failed_job_ids": list(chunk.failed_job_ids),
+                    "reused": chunk.reused,
+                }
+                for chunk in self.chunks
+            ]
+        if self.fitted_to_limits:
+            manifest["fitted_to_limits"] = True
+        if self.previews:
+            manifest["previews"] = [self._output_entry(output, relative_to) for output in self.previews]
+        if self.composite_psnr_db is not None:
+            manifest["composite_psnr_db"] = self.composite_psnr_db
+        if self.notes:
+            manifest["notes"] = list(self.notes)
+        return manifest
+
+    def _output_entry(self, output: StoredOutput, relative_to: str | Path | None) -> dict[str, Any]:
+        return {
+            "asset_id": output.asset_id,
+            "path": self.output_path(output, relative_to),
+            "mime_type": output.mime_type,
+            "size": output.size,
+            "sha256": output.sha256,
+            "output_index": output.output_index,
         }
 
 

@@ -6,7 +6,7 @@ bytes (single-threaded encoders, bit-exact muxing).
 """
 
 from ._errors import MediaError
-from .edit import concat_videos, fit_to_limits, split_video
+from .edit import ChunkSpan, concat_videos, fit_to_limits, plan_split, split_video
 from .layers import LayerFile, composite_layers, extract_layers, layers_psnr, psnr_against_source
 from .probe import ImageProbe, VideoProbe, mime_type_for, probe_image, probe_video
 from .restyle import StyleReference, restyle_video
@@ -14,6 +14,7 @@ from .samples import make_sample_clip, make_sample_image
 from .sheets import composite_preview, contact_sheet, first_frames_sheet
 
 __all__ = [
+    "ChunkSpan",
     "ImageProbe",
     "LayerFile",
     "MediaError",
@@ -30,6 +31,7 @@ __all__ = [
     "make_sample_clip",
     "make_sample_image",
     "mime_type_for",
+    "plan_split",
     "probe_image",
     "probe_video",
     "psnr_against_source",

@@ -7,8 +7,12 @@ import math
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+
+import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from ._errors import MediaError
 from ._media import (
@@ -29,37 +33,194 @@ _BUDGET_SHARE = 0.85
 _MIN_VIDEO_BITRATE = 16_000
 _CHUNK_CODEC = H264(crf=18, preset="veryfast")
 _JOIN_CODEC = H264(crf=18, preset="veryfast")
+# A cut may move this share of a chunk's planned length away from the even split to land on a scene
+# cut or a keyframe: far enough to find one in ordinary footage, near enough to keep chunks alike.
+_CUT_WINDOW_SHARE = 0.2
+# Frames are compared as small grey thumbnails: a scene cut changes the whole picture, motion does not.
+_THUMB_SIZE = (32, 18)
+# A scene cut stands out from the clip's ordinary frame-to-frame change by this many median
+# absolute deviations, and by at least this many grey levels (0..255) on average.
+_CUT_MAD_FACTOR = 8.0
+_CUT_MIN_LEVELS = 4.0
 
 
-def split_video(source: Path, out_dir: Path, *, max_seconds: float, max_bytes: int) -> list[Path]:
+@dataclass(frozen=True)
+class ChunkSpan:
+    """One chunk of a planned split: frames ``start_frame`` (included) to ``end_frame`` (excluded).
+
+    Attributes:
+        index: the chunk's place, from 0.
+        start_frame: the first frame of the source in the chunk.
+        end_frame: the frame after the chunk's last one.
+        start_seconds: where the chunk starts in the source.
+        end_seconds: where it ends in the source.
+        cut: why the chunk starts where it does: ``start`` (the first chunk), ``scene`` (a scene
+            cut), ``keyframe`` (a keyframe of the source) or ``even`` (an even split, nothing better
+            nearby).
+    """
+
+    index: int
+    start_frame: int
+    end_frame: int
+    start_seconds: float
+    end_seconds: float
+    cut: str = "even"
+
+    @property
+    def duration_seconds(self) -> float:
+        """The chunk's length."""
+        return self.end_seconds - self.start_seconds
+
+
+def _chunk_count(probe: VideoProbe, frames_limit: int, max_bytes: int) -> int:
+    count = max(
+        1,
+        math.ceil(probe.nb_frames / frames_limit),
+        math.ceil(probe.size_bytes / (max_bytes * _BUDGET_SHARE)),
+    )
+    return min(count, probe.nb_frames)
+
+
+def _frames_limit(rate: Fraction, max_seconds: float, max_bytes: int) -> int:
+    frames_limit = math.floor(max_seconds * rate + Fraction(1, 1000))
+    if frames_limit < 1 or max_bytes <= 0:
+        raise ValueError(f"limits too small: max_seconds={max_seconds}, max_bytes={max_bytes}")
+    return frames_limit
+
+
+def _cut_candidates(source: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: how much the picture changed from the frame before, and whether it is a keyframe.
+
+    One decoding pass over small grey thumbnails, so memory stays flat however long the clip.
+    """
+    reformatter = VideoReformatter()
+    changes: list[float] = []
+    keyframes: list[bool] = []
+    previous: np.ndarray | None = None
+    for frame in iter_video_frames(source):
+        grey = reformatter.reformat(frame, format="gray", width=_THUMB_SIZE[0], height=_THUMB_SIZE[1])
+        thumb = grey.to_ndarray().astype(np.int16)
+        changes.append(0.0 if previous is None else float(np.abs(thumb - previous).mean()))
+        keyframes.append(bool(frame.key_frame))
+        previous = thumb
+    return np.asarray(changes, np.float64), np.asarray(keyframes, bool)
+
+
+def plan_split(source: Path, *, max_seconds: float, max_bytes: int) -> list[ChunkSpan]:
+    """Plan where to cut a video into chunks that each meet both limits, cutting where it shows least.
+
+    The number of chunks is the fewest that meet both limits (the same as :func:`split_video`'s
+    even split). Each cut starts from the even split and moves, within a fifth of a chunk and
+    never past a limit, to a scene cut when there is one nearby (an edit hides there), else to
+    the nearest keyframe of the source, else stays.
+
+    Args:
+        source: the video to cut.
+        max_seconds: longest chunk allowed.
+        max_bytes: largest chunk allowed (a chunk's share of the file's bytes; :func:`split_video`
+            re-encodes any chunk that still comes out over it).
+
+    Returns:
+        The chunks, in order, covering every frame.
+
+    Raises:
+        MediaError: the source cannot be decoded.
+        ValueError: a limit is too small to hold even one frame.
+    """
+    source = Path(source)
+    probe = probe_video(source)
+    rate = _rate(source)
+    frames_limit = _frames_limit(rate, max_seconds, max_bytes)
+    total = probe.nb_frames
+    count = _chunk_count(probe, frames_limit, max_bytes)
+    cuts: list[tuple[int, str]] = [(0, "start")]
+    if count > 1:
+        changes, keyframes = _cut_candidates(source)
+        # The decoder is the truth about frames: a header that overstates is ignored.
+        total = min(total, len(changes)) or total
+        ordinary = changes[1:]
+        median = float(np.median(ordinary)) if ordinary.size else 0.0
+        spread = float(np.median(np.abs(ordinary - median))) if ordinary.size else 0.0
+        threshold = max(median + _CUT_MAD_FACTOR * spread, median + _CUT_MIN_LEVELS)
+        window = max(1, round(_CUT_WINDOW_SHARE * total / count))
+        for k in range(1, count):
+            previous = cuts[-1][0]
+            even = round(k * total / count)
+            # Every chunk, this one and those left, must stay within the frame limit.
+            low = max(previous + 1, total - (count - k) * frames_limit, even - window)
+            high = min(previous + frames_limit, total - (count - k), even + window)
+            if low > high:
+                cuts.append((min(max(even, previous + 1), previous + frames_limit), "even"))
+                continue
+            span = np.arange(low, high + 1)
+            scenes = span[changes[span] >= threshold]
+            if scenes.size:
+                best = max(scenes.tolist(), key=lambda i: (changes[i], -abs(i - even)))
+                cuts.append((int(best), "scene"))
+                continue
+            keys = span[keyframes[span]]
+            if keys.size:
+                cuts.append((int(min(keys.tolist(), key=lambda i: (abs(i - even), i))), "keyframe"))
+                continue
+            cuts.append((min(max(even, low), high), "even"))
+    bounds = [frame for frame, _ in cuts] + [total]
+    return [
+        ChunkSpan(
+            index=index,
+            start_frame=start,
+            end_frame=stop,
+            start_seconds=float(Fraction(start) / rate),
+            end_seconds=float(Fraction(stop) / rate),
+            cut=cuts[index][1],
+        )
+        for index, (start, stop) in enumerate(itertools.pairwise(bounds))
+    ]
+
+
+def split_video(
+    source: Path,
+    out_dir: Path,
+    *,
+    max_seconds: float,
+    max_bytes: int,
+    spans: Sequence[ChunkSpan] | None = None,
+) -> list[Path]:
     """Cut a video into consecutive chunks that each meet both limits, audio included.
 
-    Chunks are re-encoded (each starts on a keyframe) and of equal length; any chunk still over
-    `max_bytes` is re-encoded at a bitrate that fits.
+    Chunks are re-encoded (each starts on a keyframe) and of equal length, or as ``spans`` says
+    (see :func:`plan_split`); any chunk still over `max_bytes` is re-encoded at a bitrate that fits.
 
     Args:
         source: the video to cut.
         out_dir: where the chunks go, named `<stem>_partNN.mp4`.
         max_seconds: longest chunk allowed.
         max_bytes: largest chunk allowed.
+        spans: where to cut (from :func:`plan_split`); None for an even split.
 
     Returns:
         The chunk files, in order.
 
     Raises:
         MediaError: the source cannot be decoded, or a chunk cannot be made small enough.
-        ValueError: a limit is too small to hold even one frame.
+        ValueError: a limit is too small to hold even one frame, or ``spans`` do not cover the
+            source's frames in order within the limit.
     """
     source, out_dir = Path(source), Path(out_dir)
     probe = probe_video(source)
     rate = _rate(source)
-    frames_limit = math.floor(max_seconds * rate + Fraction(1, 1000))
-    if frames_limit < 1 or max_bytes <= 0:
-        raise ValueError(f"limits too small: max_seconds={max_seconds}, max_bytes={max_bytes}")
+    frames_limit = _frames_limit(rate, max_seconds, max_bytes)
     total = probe.nb_frames
-    count = max(1, math.ceil(total / frames_limit), math.ceil(probe.size_bytes / (max_bytes * _BUDGET_SHARE)))
-    count = min(count, total)
-    bounds = [round(k * total / count) for k in range(count + 1)]
+    if spans:
+        bounds = [spans[0].start_frame] + [span.end_frame for span in spans]
+        contiguous = all(a.end_frame == b.start_frame for a, b in itertools.pairwise(spans))
+        if bounds[0] != 0 or not contiguous or bounds[-1] > total:
+            raise ValueError(f"spans must cover frames 0 to {total} of {source.name} in order")
+        if any(not 0 < span.end_frame - span.start_frame <= frames_limit for span in spans):
+            raise ValueError(f"every span must hold 1 to {frames_limit} frames ({max_seconds} s)")
+        total = bounds[-1]
+    else:
+        count = _chunk_count(probe, frames_limit, max_bytes)
+        bounds = [round(k * total / count) for k in range(count + 1)]
     longest = max(b - a for a, b in itertools.pairwise(bounds)) / rate
     spec = AudioSpec.of(source) if probe.has_audio else None
     audio_bitrate = _audio_bitrate(spec)
