@@ -373,7 +373,7 @@ def run_worker(
             "--format",
             "raw",
             "--rate",
-            "100",
+            str(PROFILE_HZ),
             "--nonblocking",
             "-o",
             profile,
@@ -414,6 +414,11 @@ def run_worker(
                         peak: int | None = _status_kib("VmHWM", python) * 1024
                     except (OSError, RuntimeError):
                         peak = None
+                    # The worker first: py-spy, seeing its target gone, writes its profile and exits.
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(python, signal.SIGKILL)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        process.wait(timeout=60)
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(process.pid, signal.SIGKILL)
                     process.wait()

@@ -140,7 +140,7 @@ def _summary_table(benchmarks: dict[str, Any]) -> list[str]:
             f"| scale, {scale['jobs']} jobs | {outcome}, wall {_fmt(flow.get('wall_seconds'), 1)} s, CPU {_fmt(flow.get('cpu_seconds'), 1)} s, "
             f"peak RSS {human_bytes(flow.get('peak_rss_bytes'))}, {_fmt(flow.get('api_requests_per_second'), 1)} req/s | "
             f"SDK script: wall {_fmt(base.get('wall_seconds'), 1)} s, CPU {_fmt(base.get('cpu_seconds'), 1)} s, peak RSS {human_bytes(base.get('peak_rss_bytes'))}, "
-            f"{_fmt(base.get('api_requests_per_second'), 1)} req/s | CPU {_x(scale['ratios'].get('cpu'))}, "
+            f"{_fmt(base.get('api_requests_per_second'), 1)} req/s | CPU {'≥ ' if flow.get('timed_out') else ''}{_x(scale['ratios'].get('cpu'))}, "
             f"RSS {_x(scale['ratios'].get('peak_rss'))} | completes without errors | {_met(scale['targets']['no_errors']['met'])} |"
         )
         fixed = scale.get("flow_what_if")
@@ -359,9 +359,15 @@ def _scale(section: dict[str, Any]) -> list[str]:
         )
     lines.append(_scale_row("SDK script (baseline)", section.get("sdk")))
     ratios = section.get("ratios", {})
+    stopped = bool((section.get("flow") or {}).get("timed_out"))
     lines += [
         "",
-        f"Ratios flow / SDK: wall {_x(ratios.get('wall'))}, CPU {_x(ratios.get('cpu'))}, peak RSS "
+        (
+            "A run stopped at the deadline gives lower bounds: its wall and CPU would have grown. "
+            if stopped
+            else ""
+        )
+        + f"Ratios flow / SDK: wall {'≥ ' if stopped else ''}{_x(ratios.get('wall'))}, CPU {'≥ ' if stopped else ''}{_x(ratios.get('cpu'))}, peak RSS "
         f"{_x(ratios.get('peak_rss'))}, API requests {_x(ratios.get('api_requests'))}, req/s "
         f"{_x(ratios.get('api_requests_per_second'))}"
         + (
