@@ -92,6 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         "logs": str(log_dir),
         "benchmarks": dict(previous.get("benchmarks", {})),
     }
+    if previous.get("benchmarks") and set(previous["benchmarks"]) - set(chosen):
+        # Sections of an earlier invocation stay in the report: say which invocation made them.
+        earlier = {
+            "command": previous.get("command"),
+            "date": previous.get("machine", {}).get("date"),
+            "total_seconds": previous.get("total_seconds"),
+            "benchmarks": sorted(previous["benchmarks"]),
+        }
+        document["history"] = [*previous.get("history", []), earlier][-5:]
     print(f"bench: {', '.join(chosen)}{' (quick)' if args.quick else ''}; logs in {log_dir}", flush=True)
     failures = 0
     with _prefect_server(bool(NEEDS_PREFECT.intersection(chosen)), log_dir) as prefect:
