@@ -96,9 +96,9 @@ def _trace() -> None:
     original_slot = concurrency.job_slot
 
     @contextlib.asynccontextmanager
-    async def job_slot(name: str | None) -> Any:
+    async def job_slot(name: str | None, slots: int | None = None) -> Any:
         started = time.perf_counter()
-        async with original_slot(name):
+        async with original_slot(name, slots):
             TRACE.setdefault("job_slot acquire", []).append(time.perf_counter() - started)
             yield
 

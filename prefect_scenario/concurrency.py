@@ -17,8 +17,10 @@ and retrying at once only repeats it. Two layers keep a batch inside the ceiling
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,7 +59,7 @@ def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return _module_logger
 
 
-async def ensure_global_concurrency_limit(name: str, limit: int) -> int:
+async def ensure_global_concurrency_limit(name: str, limit: int) -> int | None:
     """Make sure the global concurrency limit ``name`` exists; return the number of slots it has.
 
     A missing limit is created with ``limit`` slots and the run log says so. An existing limit is
@@ -68,7 +70,7 @@ async def ensure_global_concurrency_limit(name: str, limit: int) -> int:
         limit: the slots to create it with; the team's parallel custom-job ceiling.
 
     Returns:
-        The limit's size on the server.
+        The limit's size on the server; None when the limit is inactive (it bounds nothing).
 
     Raises:
         ValueError: ``limit`` is below 1.
@@ -109,7 +111,8 @@ async def ensure_global_concurrency_limit(name: str, limit: int) -> int:
             name,
             name,
         )
-    elif existing.limit != limit:
+        return None
+    if existing.limit != limit:
         logger.info(
             "Using the global concurrency limit %r as it is: %d slot(s) (concurrency_limit=%d only sizes a "
             "limit this flow creates).",
@@ -120,26 +123,53 @@ async def ensure_global_concurrency_limit(name: str, limit: int) -> int:
     return int(existing.limit)
 
 
+# Per event loop (a flow run's), per limit name and size: the local queue in front of the limit.
+_Gates = dict[tuple[str, int], asyncio.Semaphore]
+_local_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Gates] = weakref.WeakKeyDictionary()
+
+
+def _local_gate(name: str, slots: int) -> asyncio.Semaphore:
+    gates = _local_gates.setdefault(asyncio.get_running_loop(), {})
+    gate = gates.get((name, slots))
+    if gate is None:
+        gate = gates[(name, slots)] = asyncio.Semaphore(slots)
+    return gate
+
+
 @contextlib.asynccontextmanager
-async def job_slot(name: str | None) -> AsyncIterator[None]:
+async def job_slot(name: str | None, slots: int | None = None) -> AsyncIterator[None]:
     """Hold one slot of the global concurrency limit ``name`` (nothing when ``name`` is None).
 
     Hold it from the submit until the job is terminal: that is when the API counts the job in flight.
     The slot is leased; if the process dies, the lease lapses and the slot comes back by itself.
+
+    Args:
+        name: the global concurrency limit.
+        slots: the limit's size, when known. Clips of this process then queue locally for one of
+            ``slots`` places before asking the server, instead of all polling it: Prefect grants
+            acquisitions one at a time and a refused one sleeps the server's ``Retry-After``
+            (the benchmarks measured a median 34 s wait for a free slot without this). The global
+            limit still bounds every flow run together.
     """
     if name is None:
         yield
         return
     from prefect.concurrency.asyncio import concurrency
 
+    gate: contextlib.AbstractAsyncContextManager[Any] = (
+        _local_gate(name, slots) if slots else contextlib.nullcontext()
+    )
     # strict: a limit that vanished must stop the batch, not let it run unbounded. A failed lease
     # renewal must not end the wait, though: the job is paid for and goes on either way.
-    async with concurrency(
-        name,
-        occupy=1,
-        strict=True,
-        lease_duration=SLOT_LEASE_SECONDS,
-        raise_on_lease_renewal_failure=False,
+    async with (
+        gate,
+        concurrency(
+            name,
+            occupy=1,
+            strict=True,
+            lease_duration=SLOT_LEASE_SECONDS,
+            raise_on_lease_renewal_failure=False,
+        ),
     ):
         yield
 

@@ -56,6 +56,7 @@ def _ssl_context_for(cert_file: str | None, cert_dir: str | None) -> ssl.SSLCont
     # The arguments only key the cache: create_ssl_context reads the same variables itself.
     return httpx.create_ssl_context()
 
+
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)

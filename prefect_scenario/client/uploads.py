@@ -6,8 +6,10 @@ import asyncio
 import logging
 import math
 import mimetypes
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+
+import httpx
 
 from prefect_scenario.errors import (
     BadRequestError,
@@ -56,15 +58,36 @@ def guess_content_type(path: Path) -> str | None:
     return known or mimetypes.guess_type(path.name)[0]
 
 
-def _read_slice(path: Path, offset: int, length: int) -> bytes:
-    with path.open("rb") as handle:
-        handle.seek(offset)
-        data = handle.read(length)
-    if len(data) != length:
-        raise InputValidationError(
-            f"{path} changed while it was being uploaded: upload it again", field="path"
-        )
-    return data
+# Parts are streamed from disk this much at a time: memory per part in flight, not a whole part.
+_PART_READ_SIZE = MiB
+
+
+class _FilePart(httpx.AsyncByteStream):
+    """Bytes ``offset .. offset + length`` of a file, read from disk as the PUT sends them.
+
+    Reading a part whole held ``max_parts_in_flight`` x ``part_size`` bytes, and asyncio's transport
+    copied the unsent rest again (the benchmarks measured +84 MiB for any file size). Each
+    iteration reopens the file, so a retried attempt sends the same bytes again.
+    """
+
+    def __init__(self, path: Path, offset: int, length: int) -> None:
+        self.path, self.offset, self.length = path, offset, length
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        handle = await asyncio.to_thread(self.path.open, "rb")
+        try:
+            await asyncio.to_thread(handle.seek, self.offset)
+            remaining = self.length
+            while remaining:
+                data = await asyncio.to_thread(handle.read, min(_PART_READ_SIZE, remaining))
+                if not data:
+                    raise InputValidationError(
+                        f"{self.path} changed while it was being uploaded: upload it again", field="path"
+                    )
+                remaining -= len(data)
+                yield data
+        finally:
+            await asyncio.to_thread(handle.close)
 
 
 class _PartUrlsRefused(Exception):
@@ -111,10 +134,11 @@ class UploadsAPI:
     ) -> ScenarioAsset:
         """Uploads a local file and returns the asset the API made of it.
 
-        Memory stays bounded: each part is read from disk just before its PUT, and at most
-        ``max_parts_in_flight`` parts are held at once. Parts go to their presigned URLs without
-        the Authorization header; a failed part PUT is retried under the retry policy (a PUT is
-        idempotent). If the part URLs are refused (expired), the upload is created again, once.
+        Memory stays bounded and flat in the file's size: each part streams from disk as its PUT
+        sends it, 1 MiB at a time, ``max_parts_in_flight`` parts at once. Parts go to their
+        presigned URLs without the Authorization header; a failed part PUT is retried under the
+        retry policy (a PUT is idempotent). If the part URLs are refused (expired), the upload is
+        created again, once.
 
         Args:
             path: the file.
@@ -212,10 +236,7 @@ class UploadsAPI:
             for number in numbers:
                 offset = (number - 1) * part_size
                 length = min(part_size, size - offset)
-                data = await asyncio.to_thread(_read_slice, path, offset, length)
-                await self._put_part(urls[number], data, content_type)
-                # Dropped before the next read, or the worker would briefly hold two parts.
-                del data
+                await self._put_part(urls[number], _FilePart(path, offset, length), content_type)
                 sent += length
                 if on_progress is not None:
                     on_progress(sent, size)
@@ -229,14 +250,14 @@ class UploadsAPI:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
 
-    async def _put_part(self, url: str, data: bytes, content_type: str) -> None:
+    async def _put_part(self, url: str, part: _FilePart, content_type: str) -> None:
         client = self._http.client
+        # Presigned: no Authorization header. Scenario's own client sends the file's type. An
+        # explicit length: presigned S3 PUTs refuse chunked transfer encoding.
+        headers = {"Content-Type": content_type, "Content-Length": str(part.length)}
         try:
             await self._http.send(
-                # Presigned: no Authorization header. Scenario's own client sends the file's type.
-                lambda: client.build_request(
-                    "PUT", url, content=data, headers={"Content-Type": content_type}
-                ),
+                lambda: client.build_request("PUT", url, content=part, headers=headers),
                 auth=False,
                 idempotent=True,
             )

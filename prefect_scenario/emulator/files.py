@@ -5,17 +5,19 @@
   requests (206 with ``Content-Range``; 416 when unsatisfiable; other forms ignored, as RFC 9110
   allows), ``Content-Length``, ``Accept-Ranges`` and an ``ETag``.
 * ``PUT /parts/{uploadId}/{partNumber}?expires=..&signature=..`` stands for S3's presigned part
-  URLs: raw bytes, any Content-Type, 403 once expired.
+  URLs: raw bytes, any Content-Type, 403 once expired; like S3, 411 ``MissingContentLength``
+  without a ``Content-Length`` (a chunked body) and 400 ``IncompleteBody`` when fewer bytes come.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path as FilePath
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from prefect_scenario.emulator import signing
@@ -61,10 +63,20 @@ def _unsatisfiable(size: int) -> ApiError:
     return ApiError(416, "Requested range not satisfiable", headers={"Content-Range": f"bytes */{size}"})
 
 
-def _read(path: FilePath, start: int, length: int) -> bytes:
+_CHUNK = 1024 * 1024
+
+
+def _chunks(path: FilePath, start: int, length: int) -> Iterator[bytes]:
+    """The bytes of a range, a chunk at a time: serving a 1 GiB asset holds 1 MiB, not 1 GiB."""
     with path.open("rb") as handle:
         handle.seek(start)
-        return handle.read(length)
+        remaining = length
+        while remaining > 0:
+            data = handle.read(min(_CHUNK, remaining))
+            if not data:
+                return
+            remaining -= len(data)
+            yield data
 
 
 def _size_and_etag(path: FilePath) -> tuple[int, str]:
@@ -103,8 +115,12 @@ async def serve_file(request: Request, asset_id: Annotated[str, Path(alias="asse
     if span is not None:
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-    content = b"" if request.method == "HEAD" else await run_in_threadpool(_read, path, start, length)
-    return Response(content=content, status_code=status, headers=headers, media_type=mime_type)
+    if request.method == "HEAD":
+        return Response(content=b"", status_code=status, headers=headers, media_type=mime_type)
+    # Starlette iterates a sync generator in its thread pool.
+    return StreamingResponse(
+        _chunks(path, start, length), status_code=status, headers=headers, media_type=mime_type
+    )
 
 
 @router.put(PART_PATH, include_in_schema=False)
@@ -131,9 +147,32 @@ async def put_part(
         if upload.status != "pending":
             raise bad_request(f"Upload {upload_id} is already {upload.status}: parts can no longer change")
         target = upload.part_path(number)
-    data = await request.body()
-    await run_in_threadpool(target.write_bytes, data)
+    declared = request.headers.get("content-length")
+    if declared is None or not declared.isdigit():
+        # S3 refuses a presigned PUT without a length (chunked transfer encoding included).
+        return _s3_error(411, "MissingContentLength", "You must provide the Content-Length HTTP header.")
+    digest = hashlib.md5(usedforsecurity=False)
+    received = 0
+    with await run_in_threadpool(target.open, "wb") as output:
+        async for chunk in request.stream():
+            digest.update(chunk)
+            received += len(chunk)
+            await run_in_threadpool(output.write, chunk)
+    if received != int(declared):
+        await run_in_threadpool(target.unlink, True)
+        return _s3_error(
+            400,
+            "IncompleteBody",
+            "You did not provide the number of bytes specified by the Content-Length HTTP header.",
+        )
     # S3 answers a part PUT with its MD5 as ETag; clients that collect ETags get one.
-    return Response(
-        status_code=200, headers={"ETag": '"' + hashlib.md5(data, usedforsecurity=False).hexdigest() + '"'}
+    return Response(status_code=200, headers={"ETag": f'"{digest.hexdigest()}"'})
+
+
+def _s3_error(status: int, code: str, message: str) -> Response:
+    """An error as S3 answers on a presigned URL: XML, not the API's JSON."""
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
     )
+    return Response(content=body, status_code=status, media_type="application/xml")

@@ -460,6 +460,7 @@ class _Run:
     progress: _Progress
     prepare_gate: asyncio.Semaphore
     needs_estimates: bool
+    limit_size: int | None
     video_storage: SourceStorage | None
     destination_storage: WritableFileSystem | None
 
@@ -491,7 +492,7 @@ class _Run:
         assert clip.body is not None
         job_id: str | None = None
         try:
-            async with job_slot(self.options.concurrency_limit_name):
+            async with job_slot(self.options.concurrency_limit_name, self.limit_size):
                 state = await self.submit(
                     self.recipe.model_id,
                     clip.body,
@@ -636,6 +637,7 @@ async def run_batch(recipe: ModelRecipe, options: BatchOptions) -> State[BatchRe
         progress=progress,
         prepare_gate=asyncio.Semaphore(PREPARE_CONCURRENCY),
         needs_estimates=needs_estimates,
+        limit_size=limit_size,
         video_storage=video_storage,
         destination_storage=destination_storage,
     )

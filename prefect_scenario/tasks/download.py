@@ -127,7 +127,7 @@ async def _store_one(
     else:
         scratch = new_temp_dir() / Path(relative).name
     try:
-        downloaded = await client.assets.download(asset.id, scratch)
+        downloaded = await client.assets.download(asset, scratch)  # fetched a moment ago: its URL is fresh
         if expected_size is not None and downloaded.size != expected_size:
             scratch.unlink(missing_ok=True)
             raise DownloadError(

@@ -134,9 +134,9 @@ def fake_time() -> FakeTime:
 
 @pytest.fixture
 def make_client(fake_time: FakeTime) -> Callable[..., ScenarioClient]:
-    """Builds a client on a MockTransport running ``handler``, with the fake clock."""
+    """Builds a client on a MockTransport running ``handler`` (or on a transport), with the fake clock."""
 
-    def build(handler: Handler, **options: Any) -> ScenarioClient:
+    def build(handler: Handler | httpx.AsyncBaseTransport, **options: Any) -> ScenarioClient:
         options.setdefault("api_key", CANARY_KEY)
         options.setdefault("api_secret", CANARY_SECRET)
         options.setdefault("retry", RetryPolicy())
@@ -144,7 +144,9 @@ def make_client(fake_time: FakeTime) -> Callable[..., ScenarioClient]:
         options.setdefault("rng", random.Random(7))
         return ScenarioClient(
             base_url=BASE_URL,
-            transport=httpx.MockTransport(handler),
+            transport=(
+                handler if isinstance(handler, httpx.AsyncBaseTransport) else httpx.MockTransport(handler)
+            ),
             sleep=fake_time.sleep,
             clock=fake_time.clock,
             **options,

@@ -118,6 +118,30 @@ class FakeUploadServer:
             self.in_flight -= 1
 
 
+class StreamingUploadTransport(httpx.AsyncBaseTransport):
+    """The fake server, but part bodies are consumed as they stream, as a socket would.
+
+    ``httpx.MockTransport`` reads every request whole before its handler runs, which would put
+    each part in memory whatever the client does.
+    """
+
+    def __init__(self, server: FakeUploadServer) -> None:
+        self.server = server
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.host != "s3.test":
+            await request.aread()
+            return await self.server(request)
+        digest, size = hashlib.sha256(), 0
+        async for chunk in request.stream:  # type: ignore[union-attr]
+            digest.update(chunk)
+            size += len(chunk)
+        part = int(request.url.path.rsplit("part", 1)[1])
+        self.server.received[(1, part)] = digest.digest()
+        self.server.put_headers.append(request.headers)
+        return httpx.Response(200, headers={"ETag": f'"{part}"'})
+
+
 def write_file(path: Path, size: int) -> bytes:
     data = os.urandom(size)
     path.write_bytes(data)
@@ -150,16 +174,32 @@ async def test_upload_sends_parts_without_auth_and_returns_the_asset(
     for headers in server.put_headers:
         assert "authorization" not in headers
         assert headers["content-type"] == "video/mp4"
+        assert "transfer-encoding" not in headers
+    # Streamed from disk, yet with a length: presigned S3 PUTs refuse chunked bodies.
+    lengths = sorted(int(headers["content-length"]) for headers in server.put_headers)
+    assert lengths == [2 * MiB + 123, 5 * MiB, 5 * MiB]
     assert server.completed == ["up_1"]
     assert [sent for sent, _ in progress] == sorted(sent for sent, _ in progress)
     assert progress[-1] == (len(data), len(data))
 
 
-async def test_at_most_max_parts_in_flight_are_held_in_memory(make_client: Any, tmp_path: Path) -> None:
+async def test_at_most_max_parts_in_flight_are_sent_at_once(make_client: Any, tmp_path: Path) -> None:
     part_size, parts, in_flight = 5 * MiB, 8, 2
     write_file(tmp_path / "big.mp4", part_size * parts - 17)
     server = FakeUploadServer(put_delay=0.02, keep_bytes=False)
     async with make_client(server) as client:
+        await client.uploads.upload_file(
+            tmp_path / "big.mp4", part_size=part_size, max_parts_in_flight=in_flight
+        )
+    assert server.max_in_flight == in_flight  # parallel, and never more than allowed
+    assert len(server.received) == parts
+
+
+async def test_parts_stream_from_disk_without_being_held_whole(make_client: Any, tmp_path: Path) -> None:
+    part_size, parts, in_flight = 5 * MiB, 8, 2
+    data = write_file(tmp_path / "big.mp4", part_size * parts - 17)
+    server = FakeUploadServer()
+    async with make_client(StreamingUploadTransport(server)) as client:
         tracemalloc.start()
         try:
             await client.uploads.upload_file(
@@ -168,11 +208,29 @@ async def test_at_most_max_parts_in_flight_are_held_in_memory(make_client: Any, 
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-    assert server.max_in_flight == in_flight  # parallel, and never more than allowed
-    assert len(server.received) == parts
-    # Two parts in flight are 10 MiB; reading the whole file would be 40 MiB.
-    assert peak < (in_flight + 1) * part_size, f"peak {peak / MiB:.1f} MiB"
+    for number in range(1, parts + 1):
+        chunk = data[(number - 1) * part_size : number * part_size]
+        assert server.received[(1, number)] == hashlib.sha256(chunk).digest()
+    # Parts read whole would be 2 x 5 MiB; streamed, 1 MiB reads per part in flight.
+    assert peak < part_size, f"peak {peak / MiB:.1f} MiB"
     print(f"\nupload of {parts} x 5 MiB, {in_flight} in flight: peak traced memory {peak / MiB:.1f} MiB")
+
+
+async def test_a_file_cut_short_during_the_upload_is_an_input_error(make_client: Any, tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    write_file(clip, 11 * MiB)
+    server = FakeUploadServer()
+
+    def cut_after_first_part(sent: int, total: int) -> None:
+        with clip.open("r+b") as handle:
+            handle.truncate(6 * MiB)
+
+    async with make_client(server) as client:
+        with pytest.raises(InputValidationError, match="changed while it was being uploaded"):
+            await client.uploads.upload_file(
+                clip, part_size=5 * MiB, max_parts_in_flight=1, on_progress=cut_after_first_part
+            )
+    assert server.completed == []  # never completed: no asset made of half a file
 
 
 async def test_a_failed_part_put_is_retried(make_client: Any, fake_time: FakeTime, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -119,6 +120,22 @@ async def test_part_urls_expire_and_refuse_tampering(
     expired = await asgi_client.put(url, content=b"0123456789", auth=None)
     assert expired.status_code == 403
     assert "expired" in expired.json()["reason"]
+
+
+async def test_part_puts_need_a_length_as_on_s3(asgi_client: httpx.AsyncClient) -> None:
+    upload = await create_upload(asgi_client, b"0123456789", parts=1)
+    url = upload["parts"][0]["url"]
+
+    async def chunked() -> AsyncIterator[bytes]:
+        yield b"01234"
+        yield b"56789"
+
+    refused = await asgi_client.put(url, content=chunked(), auth=None)
+    assert refused.status_code == 411
+    assert "<Code>MissingContentLength</Code>" in refused.text
+    accepted = await asgi_client.put(url, content=chunked(), headers={"Content-Length": "10"}, auth=None)
+    assert accepted.status_code == 200
+    assert accepted.headers["etag"] == '"781e5e245d69b566979b86e28d23f2c7"'  # md5("0123456789")
 
 
 async def test_upload_requests_are_checked(asgi_client: httpx.AsyncClient) -> None:

@@ -306,6 +306,13 @@ async def test_existing_limit_keeps_its_size(limit_name: str) -> None:
     assert await _gcl_size(limit_name) == 3
     with pytest.raises(ValueError, match="at least 1"):
         await ensure_global_concurrency_limit(limit_name, 0)
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    async with get_client() as client:
+        await client.update_global_concurrency_limit(limit_name, GlobalConcurrencyLimitUpdate(active=False))
+    # Inactive, it bounds nothing: the batch must not queue clips locally for its size either.
+    assert await ensure_global_concurrency_limit(limit_name, 3) is None
 
 
 async def test_find_videos_lists_one_level_in_name_order(tmp_path: Path) -> None:
