@@ -38,6 +38,19 @@ def apply(names: list[str]) -> None:
             _patch_ssl()
         elif name == "stream_parts":
             _patch_stream_parts()
+        elif name == "dev_labels_async":
+            from prefect_scenario.tasks import _runtime, submit
+
+            original = _runtime.record_job_on_flow_run
+            keep: set[Any] = set()
+
+            async def fire(job_id: str, model_id: str | None) -> bool:
+                t = asyncio.ensure_future(original(job_id, model_id))
+                keep.add(t)
+                t.add_done_callback(keep.discard)
+                return True
+
+            submit.record_job_on_flow_run = fire  # type: ignore[assignment]
         elif name == "trace":
             _trace()
         else:
@@ -93,16 +106,31 @@ def _trace() -> None:
     ):
         setattr(owner, attribute, _timed(name, getattr(owner, attribute)))
 
-    original_slot = concurrency.job_slot
+    original_slot = concurrency.SlotPool.slot
 
     @contextlib.asynccontextmanager
-    async def job_slot(name: str | None, slots: int | None = None) -> Any:
+    async def slot(self: Any) -> Any:
         started = time.perf_counter()
-        async with original_slot(name, slots):
-            TRACE.setdefault("job_slot acquire", []).append(time.perf_counter() - started)
-            yield
+        async with original_slot(self):
+            acquired = time.perf_counter()
+            TRACE.setdefault("job_slot acquire", []).append(acquired - started)
+            try:
+                yield
+            finally:
+                TRACE.setdefault("job_slot held", []).append(time.perf_counter() - acquired)
 
-    batch.job_slot = job_slot  # type: ignore[assignment]
+    concurrency.SlotPool.slot = slot  # type: ignore[method-assign]
+    # The whole task call as the batch awaits it (Prefect's engine included), beside its body.
+    for task_name in ("upload_video", "wait_for_job", "download_outputs"):
+        setattr(batch, task_name, _timed(f"{task_name} call", getattr(batch, task_name)))
+    original_submit_with_options = batch.submit_job.with_options
+
+    def submit_with_options(*args: Any, **kwargs: Any) -> Any:
+        return _timed("submit_job call", original_submit_with_options(*args, **kwargs))
+
+    batch.submit_job = type(  # type: ignore[assignment]
+        "TracedSubmit", (), {"with_options": staticmethod(submit_with_options)}
+    )()
 
     for task_module, task_name in (
         (upload, "upload_video"),
@@ -138,9 +166,15 @@ def _count_prefect_requests() -> None:
     sync_send = base.PrefectHttpxSyncClient.send
 
     async def send_async(self: Any, request: httpx.Request, *args: Any, **kwargs: Any) -> Any:
+        import time
+
         key = route(request)
         PREFECT_REQUESTS[key] = PREFECT_REQUESTS.get(key, 0) + 1
-        return await async_send(self, request, *args, **kwargs)
+        started = time.perf_counter()
+        try:
+            return await async_send(self, request, *args, **kwargs)
+        finally:
+            TRACE.setdefault(f"prefect {key}", []).append(time.perf_counter() - started)
 
     def send_sync(self: Any, request: httpx.Request, *args: Any, **kwargs: Any) -> Any:
         key = route(request)

@@ -56,8 +56,8 @@ from prefect_scenario.concurrency import (
     DEFAULT_LIMIT_NAME,
     DEFAULT_PARALLEL_JOBS,
     CeilingWatch,
+    SlotPool,
     ensure_global_concurrency_limit,
-    job_slot,
 )
 from prefect_scenario.errors import InputValidationError
 from prefect_scenario.flows._common import came_from_earlier_run, check_video, source_name, storage_slug
@@ -74,6 +74,7 @@ from prefect_scenario.models import (
 )
 from prefect_scenario.storage import is_s3_bucket
 from prefect_scenario.tasks import download_outputs, estimate_job, submit_job, upload_video, wait_for_job
+from prefect_scenario.tasks._runtime import deferred_job_labels, drain_job_labels
 from prefect_scenario.validation import validate_aleph_inputs, validate_layers_inputs
 
 LAYERS_BATCH_FLOW = "video-to-layers-batch"
@@ -460,7 +461,7 @@ class _Run:
     progress: _Progress
     prepare_gate: asyncio.Semaphore
     needs_estimates: bool
-    limit_size: int | None
+    slots: SlotPool
     video_storage: SourceStorage | None
     destination_storage: WritableFileSystem | None
 
@@ -492,7 +493,7 @@ class _Run:
         assert clip.body is not None
         job_id: str | None = None
         try:
-            async with job_slot(self.options.concurrency_limit_name, self.limit_size):
+            async with self.slots.slot():
                 state = await self.submit(
                     self.recipe.model_id,
                     clip.body,
@@ -508,6 +509,7 @@ class _Run:
                     submitted.job_id,
                     credentials=self.credentials,
                     timeout_seconds=self.options.timeout_seconds,
+                    show_progress=False,  # the batch's progress artifact and table show every clip
                 )
             # The slot is free again: the next clip's job runs while this one's outputs download.
             outputs = await download_outputs(
@@ -574,6 +576,49 @@ def _plan(clips: list[_Clip], budget: float | None) -> tuple[list[_Clip], float,
     return admitted, planned, stop
 
 
+async def _run_clips(run: _Run, clips: list[_Clip]) -> float:
+    """Prepare, plan and run the clips; returns the creative units planned (0 without a budget)."""
+    logger = get_run_logger()
+    options, progress, needs_estimates = run.options, run.progress, run.needs_estimates
+    preparing = [asyncio.ensure_future(run.prepare(clip)) for clip in clips]
+    running: list[asyncio.Future[None]] = []
+    if needs_estimates:
+        # The whole plan is known (and logged) before a single creative unit is spent.
+        await asyncio.gather(*preparing)
+        admitted, planned, stop = _plan(clips, options.budget_creative_units)
+        logger.info(
+            "Plan: %d clip(s) estimated at %s in all; %d admitted (%s)%s",
+            sum(1 for c in clips if c.estimate is not None),
+            _units(sum(c.estimated or 0.0 for c in clips)),
+            len(admitted),
+            _units(planned),
+            f"; the rest is skipped, {stop}" if stop else "",
+        )
+        await progress.tick(sum(1 for c in clips if c.result is not None))
+        if options.dry_run:
+            for clip in admitted:
+                clip.result = ClipResult(
+                    video=clip.video,
+                    source=clip.source,
+                    status=ESTIMATED,
+                    estimated_creative_units=clip.estimated,
+                )
+            await progress.tick(len(admitted))
+        else:
+            running = [asyncio.ensure_future(run.run(clip)) for clip in admitted]
+    else:
+        # No budget: nothing to plan, so each clip is submitted as soon as it is uploaded.
+        planned = 0.0
+        for clip, preparation in zip(clips, preparing, strict=True):
+            await preparation
+            if clip.result is not None:
+                await progress.tick()
+                continue
+            running.append(asyncio.ensure_future(run.run(clip)))
+    await asyncio.gather(*running)
+    return planned
+
+
 async def run_batch(recipe: ModelRecipe, options: BatchOptions) -> State[BatchResult]:
     """Run one model over every clip of a batch (the body of both batch flows).
 
@@ -637,46 +682,17 @@ async def run_batch(recipe: ModelRecipe, options: BatchOptions) -> State[BatchRe
         progress=progress,
         prepare_gate=asyncio.Semaphore(PREPARE_CONCURRENCY),
         needs_estimates=needs_estimates,
-        limit_size=limit_size,
+        slots=SlotPool(limit_name, limit_size),
         video_storage=video_storage,
         destination_storage=destination_storage,
     )
-    preparing = [asyncio.ensure_future(run.prepare(clip)) for clip in clips]
-    running: list[asyncio.Future[None]] = []
-    if needs_estimates:
-        # The whole plan is known (and logged) before a single creative unit is spent.
-        await asyncio.gather(*preparing)
-        admitted, planned, stop = _plan(clips, options.budget_creative_units)
-        logger.info(
-            "Plan: %d clip(s) estimated at %s in all; %d admitted (%s)%s",
-            sum(1 for c in clips if c.estimate is not None),
-            _units(sum(c.estimated or 0.0 for c in clips)),
-            len(admitted),
-            _units(planned),
-            f"; the rest is skipped, {stop}" if stop else "",
-        )
-        await progress.tick(sum(1 for c in clips if c.result is not None))
-        if options.dry_run:
-            for clip in admitted:
-                clip.result = ClipResult(
-                    video=clip.video,
-                    source=clip.source,
-                    status=ESTIMATED,
-                    estimated_creative_units=clip.estimated,
-                )
-            await progress.tick(len(admitted))
-        else:
-            running = [asyncio.ensure_future(run.run(clip)) for clip in admitted]
-    else:
-        # No budget: nothing to plan, so each clip is submitted as soon as it is uploaded.
-        planned = 0.0
-        for clip, preparation in zip(clips, preparing, strict=True):
-            await preparation
-            if clip.result is not None:
-                await progress.tick()
-                continue
-            running.append(asyncio.ensure_future(run.run(clip)))
-    await asyncio.gather(*running)
+    # Job ids go onto the run's labels in the background: no slot waits on a label write.
+    with deferred_job_labels():
+        try:
+            planned = await _run_clips(run, clips)
+        finally:
+            await run.slots.aclose()  # every slot back to the limit
+            await drain_job_labels()
 
     results = [clip.result for clip in clips if clip.result is not None]
     if not needs_estimates:

@@ -8,10 +8,12 @@ API but nothing that was in memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -128,8 +130,9 @@ class _LabelWriter:
         self.written: set[str] = set()
         self._queued: dict[str, tuple[str | None, asyncio.Future[None]]] = {}
         self._flusher: asyncio.Task[None] | None = None
+        self.failed: list[str] = []  # ids whose write failed, until drained
 
-    async def record(self, job_id: str, model_id: str | None) -> None:
+    async def record(self, job_id: str, model_id: str | None, *, wait: bool = True) -> None:
         if job_id in self.written:
             return
         queued = self._queued.get(job_id)
@@ -138,7 +141,15 @@ class _LabelWriter:
             self._queued[job_id] = queued
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
-        await asyncio.shield(queued[1])
+        if wait:
+            await asyncio.shield(queued[1])
+
+    async def drain(self) -> list[str]:
+        """Wait until every queued id was written (or failed); returns the ids that failed."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+        failed, self.failed = self.failed, []
+        return failed
 
     async def _flush(self) -> None:
         while self._queued:
@@ -146,6 +157,7 @@ class _LabelWriter:
             try:
                 await self._write(list(batch), next((m for m, _ in reversed(batch.values()) if m), None))
             except Exception as exc:
+                self.failed.extend(batch)
                 for _, future in batch.values():
                     if not future.done():
                         future.set_exception(exc)
@@ -185,19 +197,57 @@ def _label_writer(flow_run_id: str) -> _LabelWriter:
     return writer
 
 
+# Set by a batch: label writes are queued and the task goes on; the batch drains them at its end.
+_deferred_labels: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "prefect_scenario_deferred_labels", default=False
+)
+
+
+@contextlib.contextmanager
+def deferred_job_labels() -> Iterator[None]:
+    """Within this block, ``record_job_on_flow_run`` queues the write and returns at once.
+
+    For a batch: waiting for each label write (seconds on a busy Prefect server) held the job's
+    concurrency slot, and it bought no safety, since the job exists from the moment the API
+    answered either way. Tasks started inside the block inherit it; call
+    :func:`drain_job_labels` before the flow run ends.
+    """
+    token = _deferred_labels.set(True)
+    try:
+        yield
+    finally:
+        _deferred_labels.reset(token)
+
+
+async def drain_job_labels() -> None:
+    """Wait until the job ids queued for the current flow run are on its labels; log any failure."""
+    flow_run_id = current_flow_run_id()
+    if flow_run_id is None:
+        return
+    failed = await _label_writer(flow_run_id).drain()
+    if failed:
+        run_logger().warning(
+            "Could not record %d Scenario job(s) on the flow run's labels (%s); cancel hooks will not "
+            "see them",
+            len(failed),
+            ", ".join(failed[:10]) + (", ..." if len(failed) > 10 else ""),
+        )
+
+
 async def record_job_on_flow_run(job_id: str, model_id: str | None) -> bool:
     """Add a job id to the current flow run's labels; never raises (the job exists either way).
 
-    Returns once the id is on the labels (at once if this process already wrote it there).
+    Returns once the id is on the labels (at once if this process already wrote it there), or,
+    inside :func:`deferred_job_labels`, once the write is queued.
 
     Returns:
-        True when the labels hold the id.
+        True when the labels hold the id (or it is queued for them).
     """
     flow_run_id = current_flow_run_id()
     if flow_run_id is None:
         return False
     try:
-        await _label_writer(flow_run_id).record(job_id, model_id)
+        await _label_writer(flow_run_id).record(job_id, model_id, wait=not _deferred_labels.get())
         return True
     except Exception as exc:
         run_logger().warning(
