@@ -1,60 +1,40 @@
-"""Bench-only experiments: the product with a proposed fix applied in the worker process only.
+"""Bench-only instrumentation of the worker process: the ``trace`` option.
 
-Nothing here changes ``prefect_scenario``: a worker started with ``what_if=[...]`` replaces a few
-functions in its own memory before the measured run, so the report can show how far a proposed
-change would move a figure. The official figures are always those of the unpatched product; a
-what-if row is labelled as such. Each patch mirrors a change proposed in ``bench/README.md``.
+Nothing here changes ``prefect_scenario`` or its behaviour: a worker started with
+``what_if=["trace"]`` wraps a few functions in its own memory before the measured run, to see where
+a batch flow run's wall time goes. The official figures are those of untraced runs; the overhead
+benchmark makes one extra, traced flow run as a diagnostic, not counted in its medians.
 
-* ``labels``: ``record_job_on_flow_run`` without the thread pool. The product runs every label
-  write in ``asyncio.to_thread`` behind one ``threading.Lock`` with a new sync Prefect client per
-  write, and calls it twice per job (submit, then the first poll of the wait). Under load the
-  writers queue on the lock *inside* the default executor's threads (6 on 2 cores), so every other
-  ``to_thread`` of the process (part reads, download writes, probes) waits behind them. The patch
-  awaits an ``asyncio.Lock`` on the run's own async client, writes every id queued meanwhile in one
-  read-merge-write (group commit), and skips ids this process already wrote for the flow run. The
-  guarantee is unchanged: the call returns once its job id is on the labels.
-* ``stream_parts``: upload parts streamed from disk in 1 MiB chunks with an explicit
-  ``Content-Length`` (S3 presigned PUTs need it), instead of each part read whole into memory. The
-  product holds ``max_parts_in_flight`` (4) x ``part_size`` (8 MiB) in ``bytes``, and asyncio's
-  transport copies the unsent rest of each into its write buffer: about 2 x 32 MiB at the peak.
-* ``ssl``: one SSL context per process for the client's ``httpx.AsyncClient``s. Each task opens
-  its own ``ScenarioClient``, and httpx builds a fresh SSL context (loading the CA bundle) for each.
+``trace`` records, in this process:
+
+* ``TRACE``: the duration of every call of the awaits a batch's clip goes through, by name: the
+  client's API calls (``client.generate.run``, ``client.jobs.wait``, ``client.uploads.upload_file``,
+  ...), the label writes and progress artifacts of the tasks, the wait for a job slot and how long
+  it is held (``job_slot acquire`` / ``job_slot held``, around ``concurrency.SlotPool.slot``), each
+  task call as the batch awaits it, Prefect's engine included (``upload_video call``,
+  ``submit_job call``, ``wait_for_job call``, ``download_outputs call``) beside the task's own body
+  (``... body``), and every request to the Prefect API by route (``prefect METHOD /route``);
+* ``PREFECT_REQUESTS``: requests this process sent to the Prefect API, by route (ids as ``{id}``);
+* ``EVENTS``: events it emitted, by event name.
+
+``bench._worker.batch_flow`` returns them as ``trace`` (name -> calls, median, max, sum in
+seconds), ``prefect_requests`` and ``events``.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-PATCHES = ("labels", "ssl", "stream_parts")
+OPTIONS = ("trace",)
 
 
 def apply(names: list[str]) -> None:
-    """Apply the named patches in this process."""
+    """Apply the named options in this process (only ``trace`` exists: it changes no behaviour)."""
     for name in names:
-        if name == "labels":
-            _patch_labels()
-        elif name == "ssl":
-            _patch_ssl()
-        elif name == "stream_parts":
-            _patch_stream_parts()
-        elif name == "dev_labels_async":
-            from prefect_scenario.tasks import _runtime, submit
-
-            original = _runtime.record_job_on_flow_run
-            keep: set[Any] = set()
-
-            async def fire(job_id: str, model_id: str | None) -> bool:
-                t = asyncio.ensure_future(original(job_id, model_id))
-                keep.add(t)
-                t.add_done_callback(keep.discard)
-                return True
-
-            submit.record_job_on_flow_run = fire  # type: ignore[assignment]
-        elif name == "trace":
+        if name == "trace":
             _trace()
         else:
-            raise ValueError(f"unknown what-if patch {name!r}; known: {', '.join(PATCHES)}, trace")
+            raise ValueError(f"unknown what-if option {name!r}; known: {', '.join(OPTIONS)}")
 
 
 # Durations of awaited calls, by name (filled by the ``trace`` option, which changes no behaviour).
@@ -192,133 +172,3 @@ def _count_prefect_requests() -> None:
         return original_send(self, event)
 
     events_worker.EventsWorker.send = send_event  # type: ignore[method-assign]
-
-
-def _patch_labels() -> None:
-    from prefect.client.orchestration import get_client
-
-    from prefect_scenario.tasks import _runtime, submit, wait
-
-    recorded: set[tuple[str, str]] = set()
-    pending: dict[str, dict[str, str | None]] = {}
-    locks: dict[tuple[int, str], asyncio.Lock] = {}
-
-    async def record_job_on_flow_run(job_id: str, model_id: str | None) -> bool:
-        flow_run_id = _runtime.current_flow_run_id()
-        if flow_run_id is None:
-            return False
-        if (flow_run_id, job_id) in recorded:
-            return True
-        pending.setdefault(flow_run_id, {})[job_id] = model_id
-        lock = locks.setdefault((id(asyncio.get_running_loop()), flow_run_id), asyncio.Lock())
-        async with lock:
-            if (flow_run_id, job_id) in recorded:
-                return True  # written by the holder before us, together with its own
-            batch = pending.pop(flow_run_id, {})
-            batch[job_id] = model_id
-            try:
-                async with get_client() as client:
-                    flow_run = await client.read_flow_run(flow_run_id)  # type: ignore[arg-type]
-                    labels: dict[str, Any] = dict(flow_run.labels or {})
-                    update: dict[str, str] = {}
-                    for queued_id, queued_model in batch.items():
-                        change = _runtime.merged_job_labels(labels, queued_id, queued_model)
-                        labels.update(change)
-                        update.update(change)
-                    await client.update_flow_run_labels(flow_run.id, update)
-            except Exception as exc:
-                # The others of the batch try again when their turn comes; this one gives up, as
-                # the product does (the job exists either way).
-                batch.pop(job_id, None)
-                pending.setdefault(flow_run_id, {}).update(batch)
-                _runtime.run_logger().warning(
-                    "Could not record Scenario job %s on the flow run's labels: %s", job_id, exc
-                )
-                return False
-            recorded.update((flow_run_id, queued_id) for queued_id in batch)
-            return True
-
-    submit.record_job_on_flow_run = record_job_on_flow_run  # type: ignore[assignment]
-    wait.record_job_on_flow_run = record_job_on_flow_run  # type: ignore[assignment]
-    _runtime.record_job_on_flow_run = record_job_on_flow_run  # type: ignore[assignment]
-
-
-def _patch_ssl() -> None:
-    import ssl
-
-    import certifi
-    import httpx
-
-    from prefect_scenario.client import _http
-
-    context = ssl.create_default_context(cafile=certifi.where())
-
-    def client(self: Any) -> httpx.AsyncClient:
-        if self._client is None or self._client.is_closed:
-            self._client = httpx.AsyncClient(
-                timeout=self._timeout,
-                transport=self._transport,
-                headers={"Accept": "application/json", "User-Agent": self._user_agent},
-                follow_redirects=True,
-                verify=context,
-            )
-        return self._client  # type: ignore[no-any-return]
-
-    _http.HttpCore.client = property(client)  # type: ignore[assignment,method-assign]
-
-
-def _patch_stream_parts() -> None:
-    from collections.abc import AsyncIterator
-    from pathlib import Path
-
-    import httpx
-
-    from prefect_scenario.client import uploads
-    from prefect_scenario.errors import InputValidationError, PermissionDeniedError
-
-    chunk = 1024 * 1024
-
-    class FileSlice(httpx.AsyncByteStream):
-        """Bytes ``offset .. offset + length`` of a file, read lazily; restartable per attempt."""
-
-        def __init__(self, path: Path, offset: int, length: int) -> None:
-            self.path, self.offset, self.length = path, offset, length
-
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            handle = await asyncio.to_thread(open, self.path, "rb")
-            try:
-                await asyncio.to_thread(handle.seek, self.offset)
-                remaining = self.length
-                while remaining:
-                    data = await asyncio.to_thread(handle.read, min(chunk, remaining))
-                    if not data:
-                        raise InputValidationError(
-                            f"{self.path} changed while it was being uploaded", field="path"
-                        )
-                    remaining -= len(data)
-                    yield data
-            finally:
-                handle.close()
-
-    def read_slice(path: Path, offset: int, length: int) -> FileSlice:
-        return FileSlice(Path(path), offset, length)
-
-    original_put = uploads.UploadsAPI._put_part
-
-    async def put_part(self: Any, url: str, data: Any, content_type: str) -> None:
-        if not isinstance(data, FileSlice):
-            await original_put(self, url, data, content_type)
-            return
-        client = self._http.client
-        headers = {"Content-Type": content_type, "Content-Length": str(data.length)}
-        try:
-            await self._http.send(
-                lambda: client.build_request("PUT", url, content=data, headers=headers),
-                auth=False,
-                idempotent=True,
-            )
-        except PermissionDeniedError as exc:
-            raise uploads._PartUrlsRefused(exc) from None
-
-    uploads._read_slice = read_slice  # type: ignore[assignment]
-    uploads.UploadsAPI._put_part = put_part  # type: ignore[method-assign]

@@ -27,10 +27,7 @@ from bench._services import Service, create_bucket, emulator, moto_s3
 TARGET_GROWTH_BYTES = 64 * MiB
 BITRATE = 100_000_000
 VARIANTS = ("client upload", "client download", "task upload", "task download local", "task download s3")
-# The proposed fix of the upload path, applied in the worker only (see bench/_whatif.py): 1 run.
-WHAT_IF_VARIANT = "client upload, what-if stream_parts"
 _WORKER = {
-    WHAT_IF_VARIANT: "client_upload",
     "client upload": "client_upload",
     "client download": "client_download",
     "task upload": "task_upload",
@@ -77,11 +74,9 @@ def run(
                 clip = workdir / f"clip-{size // MiB}MiB.mp4"
                 facts = make_clip(clip, size)
                 results["files"][human_bytes(size)] = facts
-                rows: dict[str, list[dict[str, Any]]] = {
-                    variant: [] for variant in (*VARIANTS, WHAT_IF_VARIANT)
-                }
+                rows: dict[str, list[dict[str, Any]]] = {variant: [] for variant in VARIANTS}
                 for attempt in range(runs):
-                    for variant in (*VARIANTS, WHAT_IF_VARIANT) if attempt == 0 else VARIANTS:
+                    for variant in VARIANTS:
                         emu.reset()  # frees the emulator's copies of earlier uploads
                         args: dict[str, Any] = {
                             "base_url": emu.base_url,
@@ -94,8 +89,6 @@ def run(
                             args["asset_id"] = emu.register_asset(clip)["id"]
                         if variant == "task download s3":
                             args["s3"] = {"endpoint": moto.url, "bucket": bucket}
-                        if variant == WHAT_IF_VARIANT:
-                            args["what_if"] = ["stream_parts"]
                         profile = None
                         if profile_dir is not None and attempt == 0 and size == sizes[-1]:
                             profile = str(profile_dir / f"memory-{variant.replace(' ', '-')}.txt")
@@ -109,14 +102,6 @@ def run(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     results["targets"] = _targets(results["sizes"])
-    results["what_if"] = {
-        "variant": WHAT_IF_VARIANT,
-        "patch": "bench/_whatif.py _patch_stream_parts (parts streamed from disk in 1 MiB chunks)",
-        "growth_by_size": {
-            label: data["variants"][WHAT_IF_VARIANT]["growth_bytes_median"]
-            for label, data in results["sizes"].items()
-        },
-    }
     results["description"] = (
         "peak RSS growth (peak during the transfer - RSS before it) of a fresh process moving one large file"
     )

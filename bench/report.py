@@ -99,14 +99,6 @@ def _summary_table(benchmarks: dict[str, Any]) -> list[str]:
             f"CPU {_fmt(sdk['cpu_seconds']['median'], 1)} s | wall {_x(overhead['ratios']['wall'])}, "
             f"CPU {_x(overhead['ratios']['cpu'])} | wall ratio ≤ 1.2 | {_met(overhead['targets']['wall_ratio']['met'])} |"
         )
-        what_if = overhead.get("what_if")
-        if what_if:
-            rows.append(
-                f"| _overhead, what-if `{'+'.join(what_if['patches'])}`_ (1 run) | flow wall "
-                f"{_fmt(what_if['flow'].get('wall_seconds'), 1)} s, CPU {_fmt(what_if['flow'].get('cpu_seconds'), 1)} s | "
-                f"(SDK medians above) | wall {_x(what_if['ratios']['wall'])}, CPU {_x(what_if['ratios']['cpu'])} | "
-                "wall ratio ≤ 1.2 | (not the product) |"
-            )
     polling = benchmarks.get("polling")
     if polling and "error" not in polling:
         adaptive = polling["table"]["adaptive"]
@@ -134,12 +126,6 @@ def _summary_table(benchmarks: dict[str, Any]) -> list[str]:
                 f"| memory, {variant} | growth {growth} ({' / '.join(labels)}) | file {labels[-1]} | "
                 f"{_fmt(100 * (largest['growth_to_file_size'] or 0), 1)} % of the file | < 64 MiB, flat | {_met(verdict['met'])} |"
             )
-        what_if = memory.get("what_if")
-        if what_if:
-            growth = " / ".join(human_bytes(v) for v in what_if["growth_by_size"].values())
-            rows.append(
-                f"| _memory, {what_if['variant']}_ | growth {growth} | – | – | < 64 MiB, flat | (not the product) |"
-            )
     scale = benchmarks.get("scale")
     if scale and "error" not in scale:
         flow = scale["flow"]
@@ -156,16 +142,6 @@ def _summary_table(benchmarks: dict[str, Any]) -> list[str]:
             f"{_fmt(base.get('api_requests_per_second'), 1)} req/s | CPU {'≥ ' if flow.get('timed_out') else ''}{_x(scale['ratios'].get('cpu'))}, "
             f"RSS {_x(scale['ratios'].get('peak_rss'))} | completes without errors | {_met(scale['targets']['no_errors']['met'])} |"
         )
-        fixed = scale.get("flow_what_if")
-        if fixed:
-            stopped = bool(fixed.get("timed_out"))
-            state = "stopped at the deadline" if stopped else f"{fixed.get('errors')} errors"
-            rows.append(
-                f"| _scale, what-if `{'+'.join(scale.get('what_if_patches', []))}`_ | {state}, wall "
-                f"{_fmt(fixed.get('wall_seconds'), 1)} s, CPU {_fmt(fixed.get('cpu_seconds'), 1)} s, peak RSS "
-                f"{human_bytes(fixed.get('peak_rss_bytes'))}, {_fmt(fixed.get('api_requests_per_second'), 1)} req/s | – | "
-                f"wall {'≥ ' if stopped else ''}{_x((scale.get('ratios_what_if') or {}).get('wall'))} | – | (not the product) |"
-            )
     return ["## Summary", "", *rows, ""]
 
 
@@ -231,6 +207,9 @@ def _memory(section: dict[str, Any]) -> list[str]:
     ]
     variants = next(iter(section["sizes"].values()))["variants"]
     for variant in variants:
+        verdict = section["targets"].get(variant)
+        if verdict is None:
+            continue  # a bench-only what-if variant of an older JSON document: not the product
         cells = []
         for data in section["sizes"].values():
             row = data["variants"][variant]
@@ -240,9 +219,7 @@ def _memory(section: dict[str, Any]) -> list[str]:
                 f"{human_bytes(row['peak_rss_bytes_median'])}, {_fmt(row['wall_seconds_median'], 1)} s, "
                 f"{_fmt(row['throughput_mib_s'], 0)}"
             )
-        verdict = section["targets"].get(variant)
-        label = f"{variant} ({_met(verdict['met'])})" if verdict else f"_{variant}_ (bench-only patch)"
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {variant} ({_met(verdict['met'])}) | " + " | ".join(cells) + " |")
     lines.append("")
     return lines
 
@@ -274,6 +251,55 @@ def _profile(profile: dict[str, Any] | None, title: str) -> list[str]:
     for row in profile["self"][:8]:
         lines.append(f"| {100 * row['share']:.1f} % | `{row['function']}` |")
     return [*lines, ""]
+
+
+TRACE_ROWS = (
+    "job_slot acquire",
+    "job_slot held",
+    "submit_job call",
+    "wait_for_job call",
+    "download_outputs call",
+    "upload_video call",
+)
+
+
+def _trace(trace: dict[str, Any] | None) -> list[str]:
+    """The overhead benchmark's traced flow run (a diagnostic; older documents have none)."""
+    if not trace:
+        return []
+    label = trace.get("label") or "traced run (diagnostic, same product, timings of awaits)"
+    head = (
+        f"{label[:1].upper()}{label[1:]}: one extra flow run with the bench's `trace` option, not counted in "
+        f"the medians; wall {_fmt(trace.get('wall_seconds'), 1)} s, CPU {_fmt(trace.get('cpu_seconds'), 1)} s, "
+        f"errors {_fmt(trace.get('errors'))}."
+    )
+    if trace.get("error"):
+        return [f"{head} **Failed**: `{trace['error']}`", ""]
+    timings: dict[str, Any] = trace.get("timings") or {}
+    prefect = sorted(
+        (name for name in timings if name.startswith("prefect ")),
+        key=lambda name: -(timings[name].get("sum") or 0),
+    )
+    lines = [head, "", "| await | calls | median s | max s | sum s |", "|---|---|---|---|---|"]
+    for name in (*TRACE_ROWS, *prefect):
+        row = timings.get(name)
+        if not row:
+            lines.append(f"| {name} | – | – | – | – |")
+            continue
+        shown = f"prefect `{name[len('prefect ') :]}`" if name.startswith("prefect ") else name
+        lines.append(
+            f"| {shown} | {row.get('calls', '–')} | {_fmt(row.get('median'), 3)} | {_fmt(row.get('max'), 3)} | "
+            f"{_fmt(row.get('sum'), 1)} |"
+        )
+    requests: dict[str, int] = trace.get("prefect_requests") or {}
+    events: dict[str, int] = trace.get("events") or {}
+    lines += [
+        "",
+        f"Prefect API requests from the flow process: {sum(requests.values())} in all "
+        f"({len(requests)} routes); events emitted: {sum(events.values())} in all ({len(events)} kinds).",
+        "",
+    ]
+    return lines
 
 
 def _overhead(section: dict[str, Any]) -> list[str]:
@@ -308,15 +334,7 @@ def _overhead(section: dict[str, Any]) -> list[str]:
         f"Target wall ratio ≤ 1.2: {_met(section['targets']['wall_ratio']['met'])}.",
         "",
     ]
-    what_if = section.get("what_if")
-    if what_if:
-        row = what_if["flow"]
-        lines += [
-            f"What-if (bench-only patch `{'+'.join(what_if['patches'])}`, 1 run, see the closing note): wall "
-            f"{_fmt(row.get('wall_seconds'), 1)} s ({_x(what_if['ratios']['wall'])} the SDK median), CPU "
-            f"{_fmt(row.get('cpu_seconds'), 1)} s ({_x(what_if['ratios']['cpu'])}).",
-            "",
-        ]
+    lines += _trace(section.get("trace"))
     lines += _dumps(section.get("flow_thread_dumps"))
     lines += _profile(section.get("profile"), "Profile of an extra flow run")
     by_route = section.get("requests_by_route", {})
@@ -364,13 +382,6 @@ def _scale(section: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
         _scale_row("batch flow", section.get("flow")),
     ]
-    if section.get("flow_what_if"):
-        lines.append(
-            _scale_row(
-                f"batch flow, what-if `{'+'.join(section.get('what_if_patches', []))}`",
-                section["flow_what_if"],
-            )
-        )
     lines.append(_scale_row("SDK script (baseline)", section.get("sdk")))
     ratios = section.get("ratios", {})
     stopped = bool((section.get("flow") or {}).get("timed_out"))
@@ -383,14 +394,7 @@ def _scale(section: dict[str, Any]) -> list[str]:
         )
         + f"Ratios flow / SDK: wall {'≥ ' if stopped else ''}{_x(ratios.get('wall'))}, CPU {'≥ ' if stopped else ''}{_x(ratios.get('cpu'))}, peak RSS "
         f"{_x(ratios.get('peak_rss'))}, API requests {_x(ratios.get('api_requests'))}, req/s "
-        f"{_x(ratios.get('api_requests_per_second'))}"
-        + (
-            f"; what-if / SDK: wall {'≥ ' if (section.get('flow_what_if') or {}).get('timed_out') else ''}"
-            f"{_x(section['ratios_what_if'].get('wall'))}, CPU {_x(section['ratios_what_if'].get('cpu'))}"
-            if section.get("ratios_what_if")
-            else ""
-        )
-        + ".",
+        f"{_x(ratios.get('api_requests_per_second'))}.",
         f"Target (completes without errors): {_met(section['targets']['no_errors']['met'])}.",
         "",
     ]

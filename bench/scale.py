@@ -10,8 +10,7 @@ the same session, polling every 5 s (Scenario's docs suggest "every 3-5 s").
 
 A flow run has a deadline (``--scale-deadline``, 4 min by default): one that has not finished by
 then is stopped and reported as not completing, with what it had done and ``py-spy dump``s of its
-threads. A third run applies the fixes proposed in ``bench/README.md`` in the worker process only
-(``bench._whatif``), to show what they would change.
+threads.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ JOB_SECONDS = 60.0
 MAX_LAYERS = 2
 SDK_POLL_SECONDS = 5.0
 DEADLINE_SECONDS = 240.0
-WHAT_IF = ["labels", "ssl"]
 KEEP = (
     "timed_out",
     "errors",
@@ -75,7 +73,6 @@ def run(
     jobs: int | None = None,
     deadline: float | None = None,
     profile_dir: Path | None = None,
-    what_if: bool = True,
 ) -> dict[str, Any]:
     """Run the scale benchmark (one run per variant: it is the longest); returns its report section."""
     jobs = jobs or (20 if quick else 1000)
@@ -122,13 +119,6 @@ def run(
                 from bench.profiling import summarize as summarize_profile
 
                 section["profile"] = summarize_profile(Path(profile))
-            if what_if:
-                fixed = run_side(
-                    "flow", emulator=emu, prefect=prefect, clips=clips, sample=True, what_if=WHAT_IF, **common
-                )
-                section["flow_what_if"] = {key: fixed.get(key) for key in KEEP}
-                section["what_if_patches"] = WHAT_IF
-                print(_line(f"flow, what-if {'+'.join(WHAT_IF)}", fixed), flush=True)
             sdk = run_side(
                 "sdk",
                 emulator=emu,
@@ -154,16 +144,6 @@ def run(
             ("api_requests_per_second", "api_requests_per_second"),
         )
     }
-    if "flow_what_if" in section:
-        fixed_row = section["flow_what_if"]
-        section["ratios_what_if"] = {
-            key: ratio(fixed_row.get(field), base.get(field))
-            for key, field in (
-                ("wall", "wall_seconds"),
-                ("cpu", "cpu_seconds"),
-                ("peak_rss", "peak_rss_bytes"),
-            )
-        }
     completed = (
         not flow_row.get("timed_out") and flow_row.get("errors") == 0 and flow_row.get("succeeded") == jobs
     )

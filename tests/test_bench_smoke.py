@@ -104,3 +104,40 @@ def test_the_cli_lists_the_four_benchmarks() -> None:
     assert args.benchmarks == ["polling"]
     assert args.quick
     assert _parser().parse_args([]).benchmarks == []
+
+
+def test_whatif_accepts_only_the_trace_option() -> None:
+    from bench import _whatif
+
+    # The bench-only fixes are in the product now: their old names are refused, before any patching.
+    for name in ("labels", "ssl", "stream_parts", "dev_labels_async"):
+        with pytest.raises(ValueError, match="known: trace"):
+            _whatif.apply([name])
+
+
+def test_the_report_renders_the_traced_run_and_copes_without_it() -> None:
+    from bench.report import _trace
+
+    assert _trace(None) == []
+    lines = _trace(
+        {
+            "label": "traced run (diagnostic, same product, timings of awaits)",
+            "wall_seconds": 80.2,
+            "cpu_seconds": 14.0,
+            "errors": 0,
+            "timings": {
+                "job_slot acquire": {"calls": 50, "median": 1.2, "max": 9.0, "sum": 70.1},
+                "prefect GET /flow_runs/{id}": {"calls": 120, "median": 0.02, "max": 0.3, "sum": 4.0},
+                "client.jobs.wait": {"calls": 50, "median": 3.0, "max": 4.0, "sum": 150.0},
+            },
+            "prefect_requests": {"GET /flow_runs/{id}": 120, "POST /task_runs/": 200},
+            "events": {"prefect.task-run.Running": 200, "prefect.flow-run.Running": 1},
+        }
+    )
+    text = "\n".join(lines)
+    assert "| job_slot acquire | 50 | 1.200 | 9.000 | 70.1 |" in text
+    assert "| upload_video call | – | – | – | – |" in text
+    assert "prefect `GET /flow_runs/{id}` | 120 |" in text
+    assert "client.jobs.wait" not in text
+    assert "320 in all" in text
+    assert "201 in all" in text
