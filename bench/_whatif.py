@@ -12,7 +12,7 @@ benchmark makes one extra, traced flow run as a diagnostic, not counted in its m
   ...), the label writes and progress artifacts of the tasks, the wait for a job slot and how long
   it is held (``job_slot acquire`` / ``job_slot held``, around ``concurrency.SlotPool.slot``), each
   task call as the batch awaits it, Prefect's engine included (``upload_video call``,
-  ``submit_job call``, ``wait_for_job call``, ``download_outputs call``) beside the task's own body
+  ``submit_job call``, ``wait_inline call``, ``download_outputs call``) beside the task's own body
   (``... body``), and every request to the Prefect API by route (``prefect METHOD /route``);
 * ``PREFECT_REQUESTS``: requests this process sent to the Prefect API, by route (ids as ``{id}``);
 * ``EVENTS``: events it emitted, by event name.
@@ -101,7 +101,7 @@ def _trace() -> None:
 
     concurrency.SlotPool.slot = slot  # type: ignore[method-assign]
     # The whole task call as the batch awaits it (Prefect's engine included), beside its body.
-    for task_name in ("upload_video", "wait_for_job", "download_outputs"):
+    for task_name in ("upload_video", "wait_inline", "download_outputs"):
         setattr(batch, task_name, _timed(f"{task_name} call", getattr(batch, task_name)))
     original_submit_with_options = batch.submit_job.with_options
 

@@ -257,7 +257,7 @@ TRACE_ROWS = (
     "job_slot acquire",
     "job_slot held",
     "submit_job call",
-    "wait_for_job call",
+    "wait_inline call",
     "download_outputs call",
     "upload_video call",
 )

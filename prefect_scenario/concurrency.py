@@ -270,7 +270,8 @@ class SlotPool:
                 ready.cancel()
 
     def _give_back(self, lane: _Lane) -> None:
-        fresh = asyncio.get_running_loop().time() - lane.acquired_at < self.handover_seconds
+        alive = lane.task is not None and not lane.task.done()  # a slot whose holder ended is gone
+        fresh = alive and asyncio.get_running_loop().time() - lane.acquired_at < self.handover_seconds
         if fresh:
             while self._waiting:
                 waiter = self._waiting.pop(0)

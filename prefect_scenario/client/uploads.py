@@ -74,20 +74,24 @@ class _FilePart(httpx.AsyncByteStream):
         self.path, self.offset, self.length = path, offset, length
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        handle = await asyncio.to_thread(self.path.open, "rb")
-        try:
-            await asyncio.to_thread(handle.seek, self.offset)
-            remaining = self.length
-            while remaining:
-                data = await asyncio.to_thread(handle.read, min(_PART_READ_SIZE, remaining))
-                if not data:
-                    raise InputValidationError(
-                        f"{self.path} changed while it was being uploaded: upload it again", field="path"
-                    )
-                remaining -= len(data)
-                yield data
-        finally:
-            await asyncio.to_thread(handle.close)
+        done = 0
+        while done < self.length:
+            # One thread hop per chunk (open, seek, read): a small clip's part is a single hop.
+            data = await asyncio.to_thread(
+                _read_at, self.path, self.offset + done, min(_PART_READ_SIZE, self.length - done)
+            )
+            if not data:
+                raise InputValidationError(
+                    f"{self.path} changed while it was being uploaded: upload it again", field="path"
+                )
+            done += len(data)
+            yield data
+
+
+def _read_at(path: Path, offset: int, length: int) -> bytes:
+    with path.open("rb") as handle:
+        handle.seek(offset)
+        return handle.read(length)
 
 
 class _PartUrlsRefused(Exception):

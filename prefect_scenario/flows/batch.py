@@ -73,8 +73,9 @@ from prefect_scenario.models import (
     VideoLayersInput,
 )
 from prefect_scenario.storage import is_s3_bucket
-from prefect_scenario.tasks import download_outputs, estimate_job, submit_job, upload_video, wait_for_job
+from prefect_scenario.tasks import download_outputs, estimate_job, submit_job, upload_video
 from prefect_scenario.tasks._runtime import deferred_job_labels, drain_job_labels
+from prefect_scenario.tasks.wait import wait_inline
 from prefect_scenario.validation import validate_aleph_inputs, validate_layers_inputs
 
 LAYERS_BATCH_FLOW = "video-to-layers-batch"
@@ -505,11 +506,11 @@ class _Run:
                 submitted: SubmittedJob = await state.aresult()
                 job_id = submitted.job_id
                 reused = came_from_earlier_run(state, submitted)
-                job = await wait_for_job(
+                # Inline, not a task run: the batch's log, progress bar and table show every job.
+                job = await wait_inline(
                     submitted.job_id,
                     credentials=self.credentials,
                     timeout_seconds=self.options.timeout_seconds,
-                    show_progress=False,  # the batch's progress artifact and table show every clip
                 )
             # The slot is free again: the next clip's job runs while this one's outputs download.
             outputs = await download_outputs(

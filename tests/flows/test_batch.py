@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flow_support import GENERATE_ROUTE, artifacts, control, sha256_of, stats, task_runs
+from flow_support import GENERATE_ROUTE, artifacts, control, flow_run, sha256_of, stats, task_runs
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.exceptions import ObjectNotFound
@@ -29,6 +29,7 @@ from prefect_scenario.flows.batch import (
     load_storage,
     video_to_layers_batch,
 )
+from prefect_scenario.tasks import job_ids_from_labels
 
 INSTRUCTION = "each moving object apart from the background"
 CLIP_SECONDS = 1.0
@@ -129,8 +130,12 @@ async def test_batch_over_a_folder_never_passes_the_limit(
     # Tasks, not subflows: five task runs per clip (upload, submit, wait, download, no estimate
     # without a budget).
     names = [run.task_key.split("-")[0] for run in await task_runs(state.state_details.flow_run_id)]
-    assert sorted(set(names)) == ["download_outputs", "submit_job", "upload_video", "wait_for_job"]
-    assert len(names) == 4 * 6
+    # The wait runs inline (no task run of its own): the batch's log and table show it.
+    assert sorted(set(names)) == ["download_outputs", "submit_job", "upload_video"]
+    assert len(names) == 3 * 6
+    # Every job id is on the run's labels once the batch is over (written in the background).
+    run = await flow_run(state.state_details.flow_run_id)
+    assert sorted(job_ids_from_labels(run.labels)) == sorted(c.job_id for c in result.clips if c.job_id)
 
 
 async def test_scenario_ceiling_is_waited_out_not_failed(
@@ -230,6 +235,19 @@ async def test_one_bad_clip_fails_only_its_own_branch(
     assert "2 failed" in (state.message or "")
     assert "broken.mp4" in (state.message or "")
     assert stats(live_emulator)["jobs_created"] == 3
+
+    # Run again: the failed job (waited on inline, not in a task run) was dropped from the submit
+    # cache, so its clip gets a new job; the two good ones are reused.
+    _, again = await _run_layers(
+        videos=[v for v in videos if v != str(broken)],
+        destination=str(tmp_path / "out"),
+        credentials=credentials,
+        concurrency_limit_name=limit_name,
+    )
+    assert [c.status for c in again.clips] == ["succeeded"] * 3
+    assert failed_job.job_id not in {c.job_id for c in again.clips}
+    assert sum(c.reused for c in again.clips) == 2
+    assert stats(live_emulator)["jobs_created"] == 4
 
 
 async def test_dry_run_prices_every_clip_and_spends_nothing(

@@ -29,8 +29,11 @@ PROMPT = "make it look like a summer afternoon"
 
 
 async def test_flow_retry_after_a_failed_download_reuses_the_job(
-    live_emulator: Any, credentials: Any, sample_clip: Path, tmp_path: Path
+    live_emulator: Any, credentials: Any, sample_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The task's retries as configured, without their 5/10/20 s waits (the flows use this object).
+    monkeypatch.setattr(download_outputs, "retry_delay_seconds", [0.0, 0.0, 0.0])
+    monkeypatch.setattr(download_outputs, "retry_jitter_factor", None)
     # Enough 500s that every attempt of the download task fails (each attempt gives up after the
     # client's max_attempts stalls), so only the flow's own retry can finish the run.
     assert download_outputs.retries == 3
