@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         "--scale-jobs", type=int, default=None, help="N of the scale benchmark (default 1000)"
     )
     parser.add_argument(
-        "--scale-deadline", type=float, default=None, help="seconds a scale flow run may take (default 240)"
+        "--scale-deadline", type=float, default=None, help="seconds a scale flow run may take (default 480)"
     )
     parser.add_argument("--profile", action="store_true", help="also record py-spy profiles (extra runs)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the reports go")

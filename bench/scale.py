@@ -8,7 +8,7 @@ wall time, CPU seconds, peak RSS, and the load it puts on the Scenario API (requ
 second on average, and per 2-second sample). The baseline is the bare SDK script on the same clips in
 the same session, polling every 5 s (Scenario's docs suggest "every 3-5 s").
 
-A flow run has a deadline (``--scale-deadline``, 4 min by default): one that has not finished by
+A flow run has a deadline (``--scale-deadline``, 8 min by default): one that has not finished by
 then is stopped and reported as not completing, with what it had done and ``py-spy dump``s of its
 threads.
 """
@@ -27,7 +27,7 @@ from bench._services import Service, emulator
 JOB_SECONDS = 60.0
 MAX_LAYERS = 2
 SDK_POLL_SECONDS = 5.0
-DEADLINE_SECONDS = 240.0
+DEADLINE_SECONDS = 480.0  # completion is the target; the deadline only bounds the bench
 KEEP = (
     "timed_out",
     "errors",
