@@ -48,7 +48,8 @@ async def test_a_job_moves_queued_then_in_progress_with_rising_progress_then_suc
     assert [entry["status"] for entry in history] == ["pending", "queued", "in-progress", "success"]
     dates = [parse_iso(entry["date"]) for entry in history]
     assert dates == sorted(dates)
-    assert dates[-1] - dates[0] >= 1.2  # success no earlier than job_seconds after creation
+    # Success no earlier than job_seconds after creation (dates carry milliseconds: 1 ms of slack).
+    assert dates[-1] - dates[0] >= 1.2 - 0.001
     assert job["updatedAt"] == history[-1]["date"]
     assert job["createdAt"] == history[0]["date"]
     assert job["billing"] == {"cuCost": 12, "cuDiscount": 0}
