@@ -29,6 +29,12 @@ from prefect.filesystems import ReadableFileSystem, WritableFileSystem
 from prefect.logging import get_run_logger
 
 from prefect_scenario.blocks import ScenarioCredentials
+from prefect_scenario.concurrency import (
+    CEILING_MAX_RETRIES,
+    CEILING_RETRY_DELAYS,
+    CEILING_RETRY_JITTER,
+    CeilingWatch,
+)
 from prefect_scenario.errors import BudgetExceededError, MediaError
 from prefect_scenario.flows.reporting import (
     make_preview,
@@ -143,6 +149,19 @@ def _flow_run_created() -> datetime | None:
         return None
     created = context.flow_run.created
     return created if created is None or created.tzinfo else created.replace(tzinfo=timezone.utc)
+
+
+def ceiling_aware_submit(watch: CeilingWatch) -> Any:
+    """``submit_job`` retried on Scenario's ceiling refusals (429) only, as ``watch`` decides.
+
+    A 429 created nothing, so waiting and sending the submit again cannot buy a second job.
+    """
+    return submit_job.with_options(
+        retries=CEILING_MAX_RETRIES,
+        retry_delay_seconds=CEILING_RETRY_DELAYS,
+        retry_jitter_factor=CEILING_RETRY_JITTER,
+        retry_condition_fn=watch.retry_condition(),
+    )
 
 
 def came_from_earlier_run(state: State[Any], submitted: SubmittedJob) -> bool:

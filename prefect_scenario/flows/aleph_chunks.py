@@ -38,9 +38,6 @@ from prefect.logging import get_run_logger
 from prefect_scenario import video as media
 from prefect_scenario.blocks import ScenarioCredentials
 from prefect_scenario.concurrency import (
-    CEILING_MAX_RETRIES,
-    CEILING_RETRY_DELAYS,
-    CEILING_RETRY_JITTER,
     DEFAULT_PARALLEL_JOBS,
     CeilingWatch,
     job_slot,
@@ -51,6 +48,7 @@ from prefect_scenario.flows._common import (
     GenerationRequest,
     Stopwatch,
     came_from_earlier_run,
+    ceiling_aware_submit,
     report_run,
     storage_slug,
 )
@@ -71,7 +69,6 @@ from prefect_scenario.storage import discard, new_temp_dir, sha256_file, store_f
 from prefect_scenario.tasks import (
     download_outputs,
     estimate_job,
-    submit_job,
     upload_image,
     upload_video,
     wait_for_job,
@@ -628,14 +625,7 @@ async def _run_chunks(
     limit_size = await _existing_limit(settings.concurrency_limit_name)
     limit_name = settings.concurrency_limit_name if limit_size is not None else None
     watch = CeilingWatch(limit_name=limit_name, limit_size=limit_size)
-    # As in the batches: a 429 from Scenario's own ceiling created nothing, so waiting and sending
-    # the submit again cannot buy a second job.
-    submit = submit_job.with_options(
-        retries=CEILING_MAX_RETRIES,
-        retry_delay_seconds=CEILING_RETRY_DELAYS,
-        retry_jitter_factor=CEILING_RETRY_JITTER,
-        retry_condition_fn=watch.retry_condition(),
-    )
+    submit = ceiling_aware_submit(watch)
     resubmit = submit.with_options(refresh_cache=True)
     runner = _ChunkRunner(
         credentials=options.credentials,

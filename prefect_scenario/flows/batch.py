@@ -50,9 +50,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prefect_scenario.blocks import ScenarioCredentials, resolve_credentials
 from prefect_scenario.concurrency import (
-    CEILING_MAX_RETRIES,
-    CEILING_RETRY_DELAYS,
-    CEILING_RETRY_JITTER,
     DEFAULT_LIMIT_NAME,
     DEFAULT_PARALLEL_JOBS,
     CeilingWatch,
@@ -60,7 +57,13 @@ from prefect_scenario.concurrency import (
     ensure_global_concurrency_limit,
 )
 from prefect_scenario.errors import InputValidationError
-from prefect_scenario.flows._common import came_from_earlier_run, check_video, source_name, storage_slug
+from prefect_scenario.flows._common import (
+    came_from_earlier_run,
+    ceiling_aware_submit,
+    check_video,
+    source_name,
+    storage_slug,
+)
 from prefect_scenario.flows.reporting import artifact_key, model_name
 from prefect_scenario.hooks import cancel_remote_jobs
 from prefect_scenario.manifest import StoredOutput, SubmittedJob
@@ -73,7 +76,7 @@ from prefect_scenario.models import (
     VideoLayersInput,
 )
 from prefect_scenario.storage import is_s3_bucket
-from prefect_scenario.tasks import download_outputs, estimate_job, submit_job, upload_video
+from prefect_scenario.tasks import download_outputs, estimate_job, upload_video
 from prefect_scenario.tasks._runtime import deferred_job_labels, drain_job_labels
 from prefect_scenario.tasks.wait import wait_inline
 from prefect_scenario.validation import validate_aleph_inputs, validate_layers_inputs
@@ -651,12 +654,7 @@ async def run_batch(recipe: ModelRecipe, options: BatchOptions) -> State[BatchRe
     if limit_name is not None and not options.dry_run:
         limit_size = await ensure_global_concurrency_limit(limit_name, options.concurrency_limit)
     watch = CeilingWatch(limit_name=limit_name, limit_size=limit_size)
-    submit = submit_job.with_options(
-        retries=CEILING_MAX_RETRIES,
-        retry_delay_seconds=CEILING_RETRY_DELAYS,
-        retry_jitter_factor=CEILING_RETRY_JITTER,
-        retry_condition_fn=watch.retry_condition(),
-    )
+    submit = ceiling_aware_submit(watch)
     if options.refresh:
         submit = submit.with_options(refresh_cache=True)
     logger.info(
