@@ -65,6 +65,7 @@ def serve(
 
     from prefect_scenario.emulator import EmulatorConfig, EmulatorState
     from prefect_scenario.emulator import serve as serve_emulator
+    from prefect_scenario.emulator.server import stop_signals_exit
 
     config = EmulatorConfig(
         job_seconds=job_seconds,
@@ -81,7 +82,9 @@ def serve(
         root = base_url.removesuffix("/v1")
         print(f"Scenario emulator: API at {base_url}, control plane at {root}/_emulator", flush=True)
 
-    with EmulatorState(config, storage_dir=storage_dir) as state:
+    # From before the state exists (its temporary storage is made then): a stop signal at any
+    # point unwinds through the ``with``, which removes that storage.
+    with stop_signals_exit(), EmulatorState(config, storage_dir=storage_dir) as state:
         serve_emulator(state, host=host, port=port, announce=announce)
 
 

@@ -12,13 +12,20 @@ before the route runs, and a dropped connection never turns into a 500.
 ``httpx.ASGITransport`` there is no socket, so the middleware raises :class:`ConnectionDropped`,
 which *is* an ``httpx.RemoteProtocolError``: both transports give the client the same "no
 response".
+
+A client that goes away does not undo its request: like a real server, the emulator completes the
+work of a request that does work (every method but GET and HEAD) when its client disconnects or
+its task is cancelled, both while a ``delay`` holds it and while the route runs. A ``delay`` rule
+with ``complete_after_disconnect: false`` abandons the request instead, when its client is gone by
+the end of the delay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Collection, Iterable, Sequence
+import logging
+from collections.abc import Collection, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
@@ -38,6 +45,10 @@ FaultKind = Literal["status", "reset", "reset_after_accept", "delay", "truncate"
 # fail_job is consumed by the generate route when it creates a job, not by the middleware.
 MIDDLEWARE_KINDS: frozenset[str] = frozenset({"status", "reset", "reset_after_accept", "delay", "truncate"})
 ANY_ROUTE = "*"
+# Methods that only read: nothing to complete once their client is gone.
+READ_ONLY_METHODS: frozenset[str] = frozenset({"GET", "HEAD"})
+
+logger = logging.getLogger(__name__)
 
 
 class FaultRule(BaseModel):
@@ -53,6 +64,13 @@ class FaultRule(BaseModel):
     reason: str | None = Field(default=None, description="status: the error body's reason")
     details: dict[str, Any] | None = Field(default=None, description="status: the error body's details")
     seconds: float = Field(default=1.0, ge=0, le=600, description="delay: seconds before answering")
+    complete_after_disconnect: bool | None = Field(
+        default=None,
+        description=(
+            "delay: do the work even if the client left during the delay (default: true for every "
+            "method but GET and HEAD); false abandons a request whose client is gone"
+        ),
+    )
     keep_fraction: float = Field(
         default=0.5, ge=0, lt=1, description="truncate: share of the announced body actually sent"
     )
@@ -114,6 +132,9 @@ class FaultMiddleware:
         self.state = state
         # Our own matching table: the app's routers nest their routes in framework-private ways.
         self.routes = matching_routes(templates)
+        # Requests finishing after their connection's task was cancelled: the event loop keeps only
+        # weak references to tasks, so without these a detached request could be collected midway.
+        self._detached: set[asyncio.Future[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Count the request, then serve it as its fault rule (if any) says."""
@@ -126,6 +147,13 @@ class FaultMiddleware:
             return
         self.state.count_request(key)
         rule = self.state.take_fault(key, MIDDLEWARE_KINDS)
+        serving = self._serve(rule, scope, receive, send)
+        if _completes_after_disconnect(rule, scope):
+            await self._to_completion(serving)
+        else:
+            await serving
+
+    async def _serve(self, rule: FaultRule | None, scope: Scope, receive: Receive, send: Send) -> None:
         if rule is None:
             await self.app(scope, receive, send)
         elif rule.kind == "status":
@@ -136,11 +164,105 @@ class FaultMiddleware:
             await self.app(scope, receive, _swallow)
             await _drop(send)
         elif rule.kind == "delay":
-            await asyncio.sleep(rule.seconds)
-            await self.app(scope, receive, send)
+            await self._delay(rule, scope, receive, send)
         else:
             await self.app(scope, receive, _Truncating(send, rule.keep_fraction))
             await _drop(send)
+
+    async def _delay(self, rule: FaultRule, scope: Scope, receive: Receive, send: Send) -> None:
+        # Read the whole request before holding it: once the client hangs up, the server's receive
+        # answers only http.disconnect (uvicorn drops what it had buffered), and the route would
+        # fail reading its body (Starlette's ClientDisconnect) instead of doing the work.
+        held = await _HeldRequest.read(receive)
+        if held is None:
+            return  # the client left before its request was whole: there is nothing to serve
+        try:
+            await asyncio.sleep(rule.seconds)
+            if held.client_gone and not _completes_after_disconnect(rule, scope):
+                return  # abandoned, as a server that notices the hang-up would
+            await self.app(scope, held.receive, send)
+        finally:
+            held.close()
+
+    async def _to_completion(self, serving: Coroutine[Any, Any, None]) -> None:
+        """Run ``serving`` to its end even if the task serving the connection is cancelled.
+
+        Servers and ``httpx.ASGITransport`` may cancel a request's task when its client goes away
+        (ASGITransport runs the app in the caller's task): a real server would still finish.
+        """
+        task = asyncio.ensure_future(serving)
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.done():
+                # Nobody awaits it any more: its failure would otherwise go unreported.
+                task.add_done_callback(_report_detached_failure)
+            raise
+
+
+def _completes_after_disconnect(rule: FaultRule | None, scope: Scope) -> bool:
+    if rule is not None and rule.kind == "delay" and rule.complete_after_disconnect is not None:
+        return rule.complete_after_disconnect
+    return str(scope.get("method", "GET")).upper() not in READ_ONLY_METHODS
+
+
+def _report_detached_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.error("a request whose client left failed while completing", exc_info=exc)
+
+
+class _HeldRequest:
+    """A request whose body was read up front, replayed to the app as one message."""
+
+    def __init__(self, body: bytes, receive: Receive) -> None:
+        self._body: bytes | None = body
+        # After the body, the server's next message is the disconnect (a hang-up, or the end of the
+        # response): waiting for it from now on is how we learn, during the delay, that the client
+        # left. Shared by every later receive() of the app.
+        self._after: asyncio.Future[Message] = asyncio.ensure_future(receive())
+
+    @classmethod
+    async def read(cls, receive: Receive) -> _HeldRequest | None:
+        """Read the whole body; None when the client disconnects first."""
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            if message["type"] == "http.request":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return cls(b"".join(chunks), receive)
+
+    @property
+    def client_gone(self) -> bool:
+        """True once the server reported the client's disconnect."""
+        after = self._after
+        return (
+            after.done()
+            and not after.cancelled()
+            and after.exception() is None
+            and (after.result()["type"] == "http.disconnect")
+        )
+
+    async def receive(self) -> Message:
+        """The body first, then whatever the server says next (the disconnect)."""
+        if self._body is not None:
+            body, self._body = self._body, None
+            return {"type": "http.request", "body": body, "more_body": False}
+        # Shielded: an app cancelling its own wait (Starlette's disconnect listener does) must not
+        # cancel the one wait every receive() shares.
+        return await asyncio.shield(self._after)
+
+    def close(self) -> None:
+        """Stop waiting for the server's next message."""
+        if self._after.done():
+            if not self._after.cancelled():
+                self._after.exception()  # retrieved, so asyncio never warns about it
+        else:
+            self._after.cancel()
 
 
 async def _swallow(message: Message) -> None:

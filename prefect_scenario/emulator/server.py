@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FrameType
+from typing import NoReturn
 
 import uvicorn
 
@@ -17,6 +20,7 @@ from prefect_scenario.emulator.state import EmulatorState
 
 DEFAULT_HOST = "127.0.0.1"
 STARTUP_TIMEOUT_SECONDS = 10.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,31 @@ def serve_in_thread(
             state.close()
 
 
+def _exit_on_signal(signum: int, frame: FrameType | None) -> NoReturn:
+    # The shell's convention for "ended by signal N", without the traceback of KeyboardInterrupt.
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def stop_signals_exit() -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM raise ``SystemExit(128 + signal)`` (main thread only).
+
+    uvicorn shuts down gracefully on either signal, then raises it again under the handlers it
+    found when it started. SIGTERM's default handler ends the process on the spot, so no
+    ``finally`` and no ``__exit__`` runs after it: ``with EmulatorState()`` would leave its
+    temporary storage behind. An exception unwinds the stack, and every cleanup on it runs.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread can set signal handlers (nor does uvicorn catch signals there)
+        return
+    previous = {sig: signal.signal(sig, _exit_on_signal) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def serve(
     state: EmulatorState,
     *,
@@ -112,6 +141,9 @@ def serve(
 ) -> None:
     """Serve an emulator in the foreground until interrupted (the ``emulator serve`` command).
 
+    SIGINT and SIGTERM stop it gracefully and end in ``SystemExit(128 + signal)``, so the
+    caller's cleanups (closing ``state``) run either way.
+
     Args:
         state: the state to serve.
         host: the interface to bind; loopback by default.
@@ -119,10 +151,11 @@ def serve(
         log_level: uvicorn's log level.
         announce: called with the API base URL once the port is bound.
     """
-    sock = _bind(host, port)
-    if announce is not None:
-        announce(RunningEmulator(host=host, port=sock.getsockname()[1], state=state).base_url)
-    try:
-        uvicorn.Server(_config(state, log_level)).run(sockets=[sock])
-    finally:
-        sock.close()
+    with stop_signals_exit():
+        sock = _bind(host, port)
+        try:
+            if announce is not None:
+                announce(RunningEmulator(host=host, port=sock.getsockname()[1], state=state).base_url)
+            uvicorn.Server(_config(state, log_level)).run(sockets=[sock])
+        finally:
+            sock.close()

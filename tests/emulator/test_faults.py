@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -200,3 +201,70 @@ async def test_a_drop_under_asgi_is_a_transport_error_too(
             await asgi_client.get("jobs/job_x")
         assert isinstance(caught.value, ConnectionDropped)
     assert (await asgi_client.get("jobs/job_x")).status_code == 404
+
+
+async def _wait_for_stat(client: httpx.AsyncClient, name: str, value: int, timeout: float = 10.0) -> int:
+    """Poll ``/_emulator/stats`` until ``name`` reaches ``value`` (or the timeout); returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = int((await stats(client))[name])
+        if seen >= value or time.monotonic() > deadline:
+            return seen
+        await asyncio.sleep(0.05)
+
+
+async def test_a_delayed_generate_completes_after_the_client_gave_up(
+    live_client: httpx.AsyncClient, live_emulator: RunningEmulator, sample_clip: Path
+) -> None:
+    live_emulator.state.configure(failure_rate=1.0)  # the job need not run its model here
+    video_id = await upload_video(live_client, sample_clip)
+    await add_faults(live_client, {"route": GENERATE, "kind": "delay", "seconds": 2.0})
+    body = {"video": video_id, "separationInstruction": "the client is gone"}
+    # The client stops waiting long before the answer and closes its connection, as a client with
+    # a short read timeout does: a real server still completes the request it had received.
+    with pytest.raises(httpx.ReadTimeout):
+        await live_client.post(
+            f"generate/custom/{VIDEO_LAYERS_MODEL_ID}", json=body, timeout=httpx.Timeout(10, read=0.3)
+        )
+    assert await _wait_for_stat(live_client, "jobs_created", 1) == 1
+    listed = (await live_client.get("jobs", params={"pageSize": 100})).json()["jobs"]
+    customs = [job for job in listed if job["jobType"] == "custom"]
+    assert [job["metadata"]["input"] for job in customs] == [{**body, "modelId": VIDEO_LAYERS_MODEL_ID}]
+
+
+async def test_a_delay_can_abandon_the_request_when_the_client_is_gone(
+    live_client: httpx.AsyncClient, live_emulator: RunningEmulator, sample_clip: Path
+) -> None:
+    live_emulator.state.configure(failure_rate=1.0)
+    video_id = await upload_video(live_client, sample_clip)
+    await add_faults(
+        live_client,
+        {"route": GENERATE, "kind": "delay", "seconds": 0.6, "complete_after_disconnect": False},
+    )
+    body = {"video": video_id, "separationInstruction": "the server gives up too"}
+    with pytest.raises(httpx.ReadTimeout):
+        await live_client.post(
+            f"generate/custom/{VIDEO_LAYERS_MODEL_ID}", json=body, timeout=httpx.Timeout(10, read=0.2)
+        )
+    await asyncio.sleep(1.2)  # past the delay: an abandoned request has had time to do its work
+    assert (await stats(live_client))["jobs_created"] == 0
+    # A client that stays gets its job: the rule only abandons the requests whose client left.
+    await add_faults(
+        live_client,
+        {"route": GENERATE, "kind": "delay", "seconds": 0.1, "complete_after_disconnect": False},
+    )
+    assert (await submit(live_client, VIDEO_LAYERS_MODEL_ID, body)).status_code == 200
+    assert (await stats(live_client))["jobs_created"] == 1
+
+
+async def test_a_delayed_generate_completes_when_the_caller_is_cancelled_under_asgi(
+    asgi_client: httpx.AsyncClient, emulator_state: EmulatorState, sample_clip: Path
+) -> None:
+    emulator_state.configure(failure_rate=1.0)
+    video_id = await upload_video(asgi_client, sample_clip)
+    emulator_state.add_faults([FaultRule(route=GENERATE, kind="delay", seconds=0.5)])
+    body = {"video": video_id, "separationInstruction": "cancelled caller"}
+    # Under ASGITransport the app runs in the caller's task: cancelling it is how the client leaves.
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(submit(asgi_client, VIDEO_LAYERS_MODEL_ID, body), timeout=0.1)
+    assert await _wait_for_stat(asgi_client, "jobs_created", 1) == 1
