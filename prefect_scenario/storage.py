@@ -19,8 +19,6 @@ import json
 import mimetypes
 import os
 import shutil
-import tempfile
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -28,8 +26,9 @@ from typing import Any
 
 from prefect.filesystems import LocalFileSystem, ReadableFileSystem, WritableFileSystem
 
+from prefect_scenario.workfiles import is_scratch_dir, part_path_beside, scratch_dir
+
 CHUNK_SIZE = 1024 * 1024
-_TEMP_PREFIX = "prefect-scenario-"
 
 # MIME types whose extension ``mimetypes`` gets wrong or does not know on every platform.
 _EXTENSIONS = {
@@ -141,13 +140,17 @@ async def _call_block_method(block: Any, name: str, *args: Any, **kwargs: Any) -
 
 
 def new_temp_dir() -> Path:
-    """A fresh private temporary directory for prefect-scenario's work files."""
-    return Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX))
+    """A fresh private temporary directory for prefect-scenario's work files.
+
+    It is named after this process, and the first one a process makes removes those that killed
+    processes left behind (see :func:`prefect_scenario.workfiles.scratch_dir`).
+    """
+    return scratch_dir()
 
 
 def is_temporary(path: Path) -> bool:
     """True when ``path`` lives in a temporary directory made by :func:`new_temp_dir`."""
-    return path.parent.name.startswith(_TEMP_PREFIX) and path.parent.parent == Path(tempfile.gettempdir())
+    return is_scratch_dir(path.parent)
 
 
 def discard(path: Path) -> None:
@@ -226,9 +229,12 @@ def local_target(relative_path: str, destination: str | Path) -> Path:
 
 
 def temp_path_beside(target: Path) -> Path:
-    """A hidden temporary name in ``target``'s directory, so a rename onto ``target`` is atomic."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+    """A hidden temporary name in ``target``'s directory, so a rename onto ``target`` is atomic.
+
+    Partial files of ``target`` left by killed processes are removed on the way (see
+    :func:`prefect_scenario.workfiles.part_path_beside`).
+    """
+    return part_path_beside(target)
 
 
 async def store_file(

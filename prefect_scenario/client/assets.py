@@ -10,7 +10,7 @@ import logging
 import mimetypes
 import os
 import re
-import tempfile
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,7 @@ import httpx
 
 from prefect_scenario.errors import DownloadError, InputValidationError
 from prefect_scenario.models import AssetEnvelope, CreateImageAssetRequest, ScenarioAsset
+from prefect_scenario.workfiles import part_path_beside, scratch_dir
 
 from ._http import HttpCore, parse
 from .policies import RetryPolicy
@@ -133,10 +134,13 @@ class AssetsAPI:
             if path is not None:
                 return await self._uploads.upload_file(path, kind="image", content_type=mime)
             assert data is not None
-            with tempfile.TemporaryDirectory(prefix="prefect-scenario-") as folder:
-                staged = Path(folder) / Path(name).name
+            folder = await asyncio.to_thread(scratch_dir)
+            try:
+                staged = folder / Path(name).name
                 await asyncio.to_thread(staged.write_bytes, data)
                 return await self._uploads.upload_file(staged, kind="image", content_type=mime)
+            finally:
+                await asyncio.to_thread(shutil.rmtree, folder, ignore_errors=True)
         if data is None:
             assert path is not None
             data = await asyncio.to_thread(path.read_bytes)
@@ -172,8 +176,10 @@ class AssetsAPI:
         """Downloads the asset to ``destination``, atomically, computing its sha256.
 
         The bytes go to a temporary file beside the destination, renamed into place only when
-        whole: a reader never sees a partial file. An existing directory as ``destination``
-        receives ``<asset_id><extension>``.
+        whole: a reader never sees a partial file. Partial files of the same destination left by
+        processes that are gone (killed mid-download) are removed first (see
+        :func:`prefect_scenario.workfiles.part_path_beside`). An existing directory as
+        ``destination`` receives ``<asset_id><extension>``.
 
         Args:
             asset_id: the asset's id, or the asset itself (see :meth:`stream`).
@@ -188,10 +194,9 @@ class AssetsAPI:
         destination = Path(destination)
         if destination.is_dir():
             destination = destination / f"{asset_id}{extension_for(asset.mime_type)}"
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(
-            prefix=f".{destination.name}.", suffix=".part", dir=destination.parent
-        )
+        temporary = await asyncio.to_thread(part_path_beside, destination)
+        # O_EXCL and 0600, as the mkstemp used before: the name is ours alone, outputs keep their mode.
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
         digest = hashlib.sha256()
         size = 0
         try:
