@@ -44,9 +44,13 @@ CEILING_RETRY_JITTER = 0.3
 # Bounded, as every retry layer is: about 12 hours of waiting for the team's jobs to drain.
 CEILING_MAX_WAIT_SECONDS = 12 * 3600
 CEILING_MAX_RETRIES = len(CEILING_RETRY_DELAYS) + int(CEILING_MAX_WAIT_SECONDS // CEILING_RETRY_DELAYS[-1])
-# A slot's lease outlives a crashed flow run by at most this long; the lease is renewed while the
-# job runs, however long that is.
-SLOT_LEASE_SECONDS = 300.0
+# A slot's lease outlives a crashed flow run by at most this long (plus the server's repossessor
+# period, 15 s by default); Prefect renews it (every 3/4 of it) while the job runs, however long
+# that is. Short, because every batch on the server waits out the slots of a run that died: 300 s
+# kept a rerun silent for five minutes. 60 s is the shortest lease Prefect's server accepts.
+SLOT_LEASE_SECONDS = 60.0
+# A clip that waits this long for a slot says what it waits for.
+SLOT_WAIT_NOTICE_SECONDS = 5.0
 
 _module_logger = get_logger("prefect_scenario.concurrency")
 
@@ -134,16 +138,40 @@ async def job_slot(name: str | None) -> AsyncIterator[None]:
         return
     from prefect.concurrency.asyncio import concurrency
 
-    # strict: a limit that vanished must stop the batch, not let it run unbounded. A failed lease
-    # renewal must not end the wait, though: the job is paid for and goes on either way.
-    async with concurrency(
+    notice = asyncio.create_task(_say_what_the_wait_is_for(name))
+    try:
+        # strict: a limit that vanished must stop the batch, not let it run unbounded. A failed
+        # lease renewal must not end the wait, though: the job is paid for and goes on either way.
+        async with concurrency(
+            name,
+            occupy=1,
+            strict=True,
+            lease_duration=SLOT_LEASE_SECONDS,
+            raise_on_lease_renewal_failure=False,
+        ):
+            notice.cancel()
+            yield
+    finally:
+        notice.cancel()
+
+
+async def _say_what_the_wait_is_for(name: str) -> None:
+    """Once a clip has waited a while for a slot, log who holds them (never raises)."""
+    await asyncio.sleep(SLOT_WAIT_NOTICE_SECONDS)
+    held = ""
+    with contextlib.suppress(Exception):
+        from prefect.client.orchestration import get_client
+
+        async with get_client() as client:
+            limit = await client.read_global_concurrency_limit_by_name(name)
+        held = f" ({limit.active_slots} of {limit.limit} slot(s) taken)"
+    _logger().info(
+        "Waiting for a slot of the global concurrency limit %r%s: held by running Scenario jobs, or by a "
+        "run that died, whose lease lapses within %.0f s",
         name,
-        occupy=1,
-        strict=True,
-        lease_duration=SLOT_LEASE_SECONDS,
-        raise_on_lease_renewal_failure=False,
-    ):
-        yield
+        held,
+        SLOT_LEASE_SECONDS,
+    )
 
 
 # How long a batch may pass one slot from clip to clip before giving it back to the limit.
