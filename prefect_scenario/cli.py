@@ -11,12 +11,14 @@ from typing import Annotated
 from cyclopts import App, Parameter
 
 from prefect_scenario.cli_generate import register as register_run_commands
+from prefect_scenario.cli_jobs import register as register_jobs_command
 
 app = App(name="prefect-scenario", help="Run Scenario's generative video models as Prefect flows.")
 
 emulator_app = App(name="emulator", help="A local emulator of the Scenario API, for tests and demos.")
 app.command(emulator_app)
 register_run_commands(app)  # layers, edit
+register_jobs_command(app)  # jobs
 
 
 @emulator_app.command

@@ -7,6 +7,7 @@
     ├── InputValidationError         a bad input found locally, before any upload or spend (also ValueError)
     │   └── MediaError               a file that is not a usable video/image, or over a model limit
     ├── BudgetExceededError          the estimate passes ``max_creative_units``; nothing was spent
+    ├── EstimateFailedError          the free estimate failed past its retries; nothing was spent
     ├── ScenarioTransportError       no HTTP answer (connect error, timeout, reset)
     ├── ScenarioAPIError             the API answered with an error status (status_code, reason, trace_id)
     │   ├── BadRequestError          400: the request itself is wrong; retrying never helps
@@ -17,7 +18,7 @@
     │   ├── RateLimitError           429 (retry_after; action_name/action_limit for concurrency ceilings)
     │   └── ServerError              5xx
     ├── SubmissionUncertainError     a paid submit may have reached the server and no job could be matched:
-    │                                never submit again blindly
+    │                                never submit again blindly (a rerun reconciles through the ledger)
     ├── UploadFailedError            the API refused the uploaded file (its errorMessage)
     ├── DownloadError                an output could not be stored intact (size or sha256 mismatch)
     ├── JobWaitTimeoutError          the wait deadline passed; the job itself goes on
@@ -65,6 +66,14 @@ class BudgetExceededError(ScenarioError):
         super().__init__(message)
         self.estimate = estimate
         self.budget = budget
+
+
+class EstimateFailedError(ScenarioError):
+    """The free dry-run estimate failed past its retries; nothing was submitted or spent."""
+
+    def __init__(self, message: str, *, model_id: str) -> None:
+        super().__init__(message)
+        self.model_id = model_id
 
 
 class ScenarioTransportError(ScenarioError):

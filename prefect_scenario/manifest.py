@@ -29,6 +29,9 @@ class SubmittedJob(BaseModel):
             submit reconciled by listing jobs, or a job this flow run had already started (a retry).
             Nothing was sent twice.
         submitted_at: when the job was submitted (UTC).
+        ledger_key: the key of the job's submission-ledger entry (see :mod:`prefect_scenario.ledger`).
+        adopted_from: when the job was bought by another run that never delivered it (a crashed
+            run), that run in words; this submit adopted the job and spent nothing.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -40,6 +43,8 @@ class SubmittedJob(BaseModel):
     creative_units_cost: float | None = None
     reconciled: bool = False
     submitted_at: datetime = Field(default_factory=_utcnow)
+    ledger_key: str | None = None
+    adopted_from: str | None = None
 
 
 class StoredOutput(BaseModel):

@@ -8,7 +8,7 @@ is reconciled by listing recent custom jobs and matching ``metadata.input``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -222,7 +222,9 @@ class GenerateAPI:
     def _uncertain(model_id: str, cause: Exception, why: str) -> SubmissionUncertainError:
         return SubmissionUncertainError(
             f"the submit to {model_id} may have created a job, and none could be matched ({why}): "
-            f"{cause}. Do not submit again before listing recent custom jobs",
+            f"{cause}. Nothing more was sent. See recent jobs with `prefect-scenario jobs --since 1h`; "
+            "run the same command again once the API answers: it adopts the job if the listing shows "
+            "one, and pays only when it shows none",
             model_id=model_id,
         )
 
@@ -234,30 +236,69 @@ class GenerateAPI:
         Raises:
             SubmissionUncertainError: the listing itself failed.
         """
-        since = started - timedelta(seconds=self.reconcile_skew_seconds)
         for look in range(2):
             if look:
                 await self._http.sleep(self.reconcile_settle_seconds)
-            try:
-                jobs = [
-                    job async for job in self._jobs.list(type="custom", updated_after=since, page_size=100)
-                ]
-            except ScenarioError as exc:
-                raise SubmissionUncertainError(
-                    f"the submit to {model_id} may have created a job ({cause}), and listing jobs to "
-                    f"find it failed too ({exc}). Do not submit again before listing recent custom jobs",
-                    model_id=model_id,
-                ) from exc
-            best: tuple[int, datetime, Job] | None = None
-            for job in jobs:
-                if job.job_id in self._claimed:
-                    continue
-                rank = _match_rank(job.metadata.input, expected)
-                created = parse_time(job.created_at) or since
-                if rank == 0 or created < since:
-                    continue
-                if best is None or (rank, created) > best[:2]:
-                    best = (rank, created, job)
-            if best is not None:
-                return best[2]
+            job = await self.find_submitted(
+                model_id, expected, since=started, excluding=self._claimed, cause=cause
+            )
+            if job is not None:
+                return job
         return None
+
+    async def find_submitted(
+        self,
+        model_id: str,
+        body: RequestModel | Mapping[str, Any],
+        *,
+        since: datetime,
+        excluding: Iterable[str] = (),
+        cause: Exception | str | None = None,
+    ) -> Job | None:
+        """The custom job a submit of ``body`` sent at ``since`` created, if the listing shows one.
+
+        Lists custom jobs updated since ``since`` (less :attr:`reconcile_skew_seconds`, for clock
+        differences) across every page, and returns the newest whose ``metadata.input`` is this
+        body: exactly, else with extra fields the server filled in. ``excluding`` names jobs known
+        to be someone else's (bought earlier for the same inputs).
+
+        Args:
+            model_id: the model the submit went to.
+            body: the submit's inputs (as sent, or the request model).
+            since: when the submit was sent (or about to be).
+            excluding: job ids that must not be returned.
+            cause: what made the outcome uncertain, for the error message.
+
+        Returns:
+            The job, or None when the listing succeeded and shows none.
+
+        Raises:
+            SubmissionUncertainError: the listing itself failed: nothing proves there is no job.
+        """
+        expected = model_input_body(model_id, _body(body))
+        skipped = set(excluding)
+        window_start = since - timedelta(seconds=self.reconcile_skew_seconds)
+        try:
+            jobs = [
+                job async for job in self._jobs.list(type="custom", updated_after=window_start, page_size=100)
+            ]
+        except ScenarioError as exc:
+            because = f" ({cause})" if cause else ""
+            raise SubmissionUncertainError(
+                f"the submit to {model_id} may have created a job{because}, and listing jobs to find it "
+                f"failed too ({exc}). Nothing new was submitted. See the jobs with `prefect-scenario jobs "
+                f"--since 1h`; run the same command again once the listing works: it adopts the job if "
+                f"there is one, and pays only when the listing shows none",
+                model_id=model_id,
+            ) from exc
+        best: tuple[int, datetime, Job] | None = None
+        for job in jobs:
+            if job.job_id in skipped:
+                continue
+            rank = _match_rank(job.metadata.input, expected)
+            created = parse_time(job.created_at) or window_start
+            if rank == 0 or created < window_start:
+                continue
+            if best is None or (rank, created) > best[:2]:
+                best = (rank, created, job)
+        return best[2] if best is not None else None

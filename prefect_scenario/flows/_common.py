@@ -46,6 +46,7 @@ from prefect_scenario.flows.result import ESTIMATED, PhaseTimings, ScenarioRunRe
 from prefect_scenario.manifest import SubmittedJob
 from prefect_scenario.storage import discard, materialize
 from prefect_scenario.tasks import download_outputs, estimate_job, submit_job, wait_for_job
+from prefect_scenario.tasks.submit import mark_delivered, settle_earlier_run
 from prefect_scenario.validation import is_asset_id
 
 T = TypeVar("T")
@@ -168,8 +169,11 @@ def came_from_earlier_run(state: State[Any], submitted: SubmittedJob) -> bool:
     """True when ``submit_job`` found a job submitted before this flow run existed.
 
     A cache hit alone is not enough: a retry of this flow run also gets its own job back from the
-    cache. Only a job older than the flow run itself came from another run.
+    cache. Only a job older than the flow run itself came from another run; or one the submit
+    adopted from the ledger, bought by another run that never delivered it.
     """
+    if submitted.adopted_from is not None:
+        return True
     if state.name != "Cached":
         return False
     created = _flow_run_created()
@@ -281,6 +285,7 @@ async def run_generation(
         submitted: SubmittedJob = await state.aresult()
         reused = came_from_earlier_run(state, submitted)
     if reused:
+        await settle_earlier_run(submitted)
         logger.info(
             "Scenario job %s from an earlier flow run has the same inputs: reusing its outputs, nothing "
             "is spent (pass refresh=True for a new generation)",
@@ -297,6 +302,7 @@ async def run_generation(
             destination=options.destination,
             storage=options.destination_storage,
         )
+        await mark_delivered(submitted.job_id, submitted.ledger_key)
     billed = job.billing.cu_cost if job.billing is not None else submitted.creative_units_cost
     result = ScenarioRunResult(
         **base,

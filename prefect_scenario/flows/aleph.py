@@ -33,6 +33,7 @@ from prefect_scenario.hooks import cancel_remote_jobs
 from prefect_scenario.models import ALEPH_MODEL_ID, AlephInput, Keyframe, PromptImage
 from prefect_scenario.storage import materialized, new_temp_dir
 from prefect_scenario.tasks import upload_image, upload_video
+from prefect_scenario.tasks.upload import ensure_uploaded
 from prefect_scenario.validation import (
     ClipHandling,
     KeyframeSpec,
@@ -58,12 +59,12 @@ async def _upload_references(
     sources: dict[str, str] = {}
     wire_keyframes: list[Keyframe] = []
     for index, keyframe in enumerate(keyframes):
-        asset_id = await upload_image(keyframe.image, credentials=credentials)
+        asset_id = await ensure_uploaded(upload_image, keyframe.image, credentials=credentials)
         sources[f"keyframes[{index}]"] = keyframe.image
         wire_keyframes.append(Keyframe(uri=asset_id, seconds=keyframe.seconds, at=keyframe.at))
     wire_images: list[PromptImage] = []
     for index, spec in enumerate(prompt_images):
-        asset_id = await upload_image(spec.image, credentials=credentials)
+        asset_id = await ensure_uploaded(upload_image, spec.image, credentials=credentials)
         sources[f"promptImage[{index}]"] = spec.image
         if spec.timestamp_seconds is not None:
             wire_images.append(
@@ -270,9 +271,11 @@ async def _edit_one_clip(
     creds = options.credentials
     with clock.phase("upload"):
         if fitted is not None:
-            asset_id = await upload_video(str(fitted), credentials=creds)
+            asset_id = await ensure_uploaded(upload_video, str(fitted), credentials=creds)
         else:
-            asset_id = await upload_video(video, credentials=creds, storage=readable(video_storage))
+            asset_id = await ensure_uploaded(
+                upload_video, video, credentials=creds, storage=readable(video_storage)
+            )
         wire_keyframes, wire_images, sources = await _upload_references(keyframes, prompt_images, creds)
     body = AlephInput(
         prompt=prompt,

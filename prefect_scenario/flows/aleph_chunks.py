@@ -73,6 +73,8 @@ from prefect_scenario.tasks import (
     upload_video,
     wait_for_job,
 )
+from prefect_scenario.tasks.submit import ledger_key, mark_delivered
+from prefect_scenario.tasks.upload import ensure_uploaded
 from prefect_scenario.validation import ALEPH_FIT_MAX_FPS, KeyframeSpec, PromptImageSpec
 
 # Chunks are planned a second short of the 30 s limit: a container's duration (audio priming,
@@ -435,7 +437,7 @@ async def _upload_references(chunks: list[_Chunk], credentials: ScenarioCredenti
     }
     ids: dict[str, str] = {}
     for image in sorted(images):
-        ids[image] = await upload_image(image, credentials=credentials)
+        ids[image] = await ensure_uploaded(upload_image, image, credentials=credentials)
     return ids
 
 
@@ -526,7 +528,9 @@ async def edit_in_chunks(
 
             async def upload(chunk: _Chunk) -> str:
                 async with gate:
-                    asset_id: str = await upload_video(str(chunk.path), credentials=options.credentials)
+                    asset_id = await ensure_uploaded(
+                        upload_video, str(chunk.path), credentials=options.credentials
+                    )
                     return asset_id
 
             asset_ids = await asyncio.gather(*(upload(chunk) for chunk in chunks))
@@ -595,6 +599,10 @@ async def edit_in_chunks(
             raise _chunks_failed(failed, results)
         with clock.phase("stitch"):
             stitched, preview = await _stitch_and_store(results, edit, options, scratch)
+        for chunk_result in results:
+            if chunk_result.job_id is not None:
+                key = ledger_key(ALEPH_MODEL_ID, chunk_result.inputs, options.credentials)
+                await mark_delivered(chunk_result.job_id, key)
         billed = [c.creative_units_cost for c in results]
         result = ScenarioRunResult(
             **base,

@@ -78,6 +78,8 @@ from prefect_scenario.models import (
 from prefect_scenario.storage import is_s3_bucket
 from prefect_scenario.tasks import download_outputs, estimate_job, upload_video
 from prefect_scenario.tasks._runtime import deferred_job_labels, drain_job_labels
+from prefect_scenario.tasks.submit import mark_delivered, settle_earlier_run
+from prefect_scenario.tasks.upload import ensure_uploaded
 from prefect_scenario.tasks.wait import wait_inline
 from prefect_scenario.validation import validate_aleph_inputs, validate_layers_inputs
 
@@ -479,8 +481,8 @@ class _Run:
         async with self.prepare_gate:
             try:
                 await check_video(clip.video, self.readable, self.recipe.check)
-                clip.asset_id = await upload_video(
-                    clip.video, credentials=self.credentials, storage=self.readable
+                clip.asset_id = await ensure_uploaded(
+                    upload_video, clip.video, credentials=self.credentials, storage=self.readable
                 )
                 clip.body = self.recipe.body(clip.asset_id)
                 if self.needs_estimates:
@@ -509,6 +511,8 @@ class _Run:
                 submitted: SubmittedJob = await state.aresult()
                 job_id = submitted.job_id
                 reused = came_from_earlier_run(state, submitted)
+                if reused:
+                    await settle_earlier_run(submitted)
                 # Inline, not a task run: the batch's log, progress bar and table show every job.
                 job = await wait_inline(
                     submitted.job_id,
@@ -522,6 +526,7 @@ class _Run:
                 destination=self.options.destination,
                 storage=self.destination_storage,
             )
+            await mark_delivered(submitted.job_id, submitted.ledger_key)
         except Exception as exc:
             clip.result = clip.failed(exc, job_id)
             where = f" (job {job_id})" if job_id else ""

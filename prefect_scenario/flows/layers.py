@@ -25,6 +25,7 @@ from prefect_scenario.flows.result import ScenarioRunResult
 from prefect_scenario.hooks import cancel_remote_jobs
 from prefect_scenario.models import LAYERS_DEFAULT_LAYERS, VIDEO_LAYERS_MODEL_ID, VideoLayersInput
 from prefect_scenario.tasks import upload_video
+from prefect_scenario.tasks.upload import ensure_uploaded
 from prefect_scenario.validation import validate_layers_inputs
 
 FLOW_NAME = "video-to-layers"
@@ -116,7 +117,9 @@ async def video_to_layers(
             probe.size_bytes,
         )
     with clock.phase("upload"):
-        asset_id = await upload_video(video, credentials=creds, storage=readable(video_storage))
+        asset_id = await ensure_uploaded(
+            upload_video, video, credentials=creds, storage=readable(video_storage)
+        )
     body = VideoLayersInput(
         video=asset_id, separation_instruction=separation_instruction, max_layers=max_layers
     ).to_body()

@@ -140,3 +140,47 @@ async def upload_image(
         The asset id.
     """
     return await _upload(image, kind="image", credentials=credentials, storage=storage)
+
+
+async def ensure_uploaded(
+    upload: Any,
+    source: str | Path,
+    *,
+    credentials: ScenarioCredentials,
+    storage: ReadableFileSystem | None = None,
+) -> str:
+    """``upload`` (:func:`upload_video` or :func:`upload_image`), checked when it came from the cache.
+
+    A cached upload names an asset an earlier run made; the asset may be gone since (deleted in the
+    Scenario app, or an emulator restarted). Every submit would then be refused with a 400 for a
+    week. A cached asset id is looked up once (a free GET); when the API no longer has it, the cache
+    entry is replaced by a fresh upload, once.
+
+    Example:
+        ```python
+        asset_id = await ensure_uploaded(upload_video, "clip.mp4", credentials=creds)
+        ```
+
+    Returns:
+        The asset id.
+    """
+    from prefect_scenario.errors import NotFoundError
+
+    state = await upload(source, credentials=credentials, storage=storage, return_state=True)
+    asset_id: str = await state.aresult()
+    if state.name != "Cached":
+        return asset_id
+    try:
+        async with credentials.get_client() as client:
+            await client.assets.get(asset_id)
+        return asset_id
+    except NotFoundError:
+        run_logger().warning(
+            "The cached upload of %s names %s, which the Scenario API no longer has: uploading it again",
+            Path(str(source)).name,
+            asset_id,
+        )
+    fresh: str = await upload.with_options(refresh_cache=True)(
+        source, credentials=credentials, storage=storage
+    )
+    return fresh

@@ -239,11 +239,12 @@ async def test_flow_retry_reuses_the_paid_job(
     assert sha256(Path(outputs[0].location)) == outputs[0].sha256
 
 
-async def test_a_retry_that_lost_the_submit_result_finds_the_job_on_the_labels(
+async def test_a_retry_that_lost_the_submit_result_finds_the_job_in_the_ledger(
     live_emulator: Any, credentials: ScenarioCredentials, sample_clip: Path
 ) -> None:
     """The window between "the API answered" and "the result was persisted": nothing cached, so the
-    second attempt would pay again, but the job id is on the flow run's labels and is reused."""
+    second attempt would pay again, but the job id is in the submission ledger and is adopted (and
+    on the flow run's labels, for the cancel hook)."""
     from prefect.cache_policies import NO_CACHE
     from prefect.runtime import flow_run as current_run
 
@@ -265,7 +266,11 @@ async def test_a_retry_that_lost_the_submit_result_finds_the_job_on_the_labels(
     assert run.run_count == 2
     assert run.labels[JOB_IDS_LABEL] == submitted.job_id
     lines = [log.message for log in await logs(run.id)]
-    assert any("already ran model_runway-aleph-2 with these inputs: reusing it" in line for line in lines)
+    assert any(
+        f"{submitted.job_id} was bought for these inputs by flow run {run.id}" in line
+        and "never delivered: adopting it, nothing new is submitted" in line
+        for line in lines
+    )
 
 
 async def test_reset_after_accept_creates_exactly_one_job_and_labels_keep_every_id(
