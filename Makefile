@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit bench clean
+.PHONY: demo test lint typecheck unit bench soak clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "prefect-scenario needs Python 3.10 or newer (3.11 recommended)")'
@@ -34,6 +34,10 @@ unit: $(STAMP)
 ## bench: benchmarks (not tests); writes bench/results/*.json and *.md
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+## soak: kill -9 at every phase of both models and of a batch, then a batch under faults (bench/crash.py)
+soak: $(STAMP)
+	$(BIN)/python -m bench crash
 
 clean:
 	rm -rf $(VENV) out .prefect-demo .pytest_cache .mypy_cache .ruff_cache

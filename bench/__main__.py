@@ -1,6 +1,7 @@
 """``python -m bench [BENCHMARK ...] [--quick] [--runs N] [--profile] [--out DIR]``.
 
-Benchmarks: ``polling``, ``overhead``, ``memory``, ``scale`` (default: all four, in that order).
+Benchmarks: ``polling``, ``overhead``, ``memory``, ``scale`` (default: all four, in that order), and
+``crash`` (kill -9 at every phase, a killed batch, a fault soak: ``make soak``; only when named).
 Writes ``<out>/latest.json`` and ``<out>/latest.md`` (``quick.json`` / ``quick.md`` with ``--quick``,
 so a smoke run never overwrites real figures). Running a subset keeps the other benchmarks' last
 results in the report, each with its own date.
@@ -22,8 +23,10 @@ from typing import Any
 from bench import report
 from bench._common import RESULTS_DIR, load_average, machine_facts, write_json
 
-BENCHMARKS = ("polling", "overhead", "memory", "scale")
-NEEDS_PREFECT = {"overhead", "memory", "scale"}
+BENCHMARKS = ("polling", "overhead", "memory", "scale", "crash")
+NEEDS_PREFECT = {"overhead", "memory", "scale", "crash"}
+# Run only when named: it measures safety, not speed, and takes as long as the others together.
+ONLY_WHEN_NAMED = {"crash"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [
         name
         for name in BENCHMARKS
-        if name in args.benchmarks or "all" in args.benchmarks or not args.benchmarks
+        if name in args.benchmarks
+        or (name not in ONLY_WHEN_NAMED and ("all" in args.benchmarks or not args.benchmarks))
     ]
     stem = "quick" if args.quick else "latest"
     json_path, md_path = args.out / f"{stem}.json", args.out / f"{stem}.md"
@@ -159,6 +163,10 @@ def _run(
             jobs=args.jobs,
             profile_dir=profile_dir,
         )
+    if name == "crash":
+        from bench import crash
+
+        return crash.run(prefect=prefect, log_dir=log_dir, quick=args.quick)
     from bench import scale
 
     return scale.run(

@@ -56,6 +56,7 @@ def render(document: dict[str, Any]) -> str:
         ("polling", _polling),
         ("memory", _memory),
         ("scale", _scale),
+        ("crash", _crash),
     ):
         section = benchmarks.get(name)
         if section is None:
@@ -400,4 +401,55 @@ def _scale(section: dict[str, Any]) -> list[str]:
     ]
     lines += _dumps((section.get("flow") or {}).get("dump_summaries"))
     lines += _profile(section.get("profile"), "Profile of the flow run")
+    return lines
+
+
+def _crash(section: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    window = section.get("window") or {}
+    if window:
+        lines += [
+            f"Submit window (job created on the server → its id durable on disk), {window.get('runs')} CLI runs: "
+            f"median {_fmt(window.get('median_seconds'), 3)} s, max {_fmt(window.get('max_seconds'), 3)} s.",
+            "",
+        ]
+    kills = section.get("kills") or {}
+    if kills:
+        lines += [
+            f"Kills (SIGKILL of the CLI's process group, then the same command again): {kills.get('kills')} trials, "
+            f"{kills.get('kills_right_after_job_created')} of them right after the job was created; "
+            f"duplicates **{kills.get('duplicates')}**, most jobs in one trial {kills.get('jobs_per_trial_max')}, "
+            f"outputs lost {kills.get('outputs_lost')}; left behind {kills.get('left_behind')}.",
+            "",
+            "| # | model | killed at | after (s) | jobs | duplicates | outputs verified |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for number, trial in enumerate(kills.get("trials", [])):
+            lines.append(
+                f"| {number} | {trial['model']} | {trial['phase']} | {_fmt(trial.get('killed_after_seconds'))} | "
+                f"{trial['jobs']} | {trial['duplicates']} | {trial['outputs_verified']} |"
+            )
+        lines.append("")
+    batch = section.get("batch_kill") or {}
+    if batch:
+        lines += [
+            f"Batch of {batch.get('clips')} clips killed with {batch.get('jobs_when_killed')} jobs created, then run again: "
+            f"{batch.get('jobs')} jobs for {batch.get('distinct_inputs')} inputs, duplicates **{batch.get('duplicates')}**, "
+            f"{batch.get('succeeded')} clips succeeded, outputs {batch.get('outputs_verified')}/{batch.get('outputs')} verified.",
+            "",
+        ]
+    soak = section.get("soak") or {}
+    if soak:
+        first, rerun = soak.get("first_run", {}), soak.get("rerun", {})
+        lines += [
+            f"Soak: {soak.get('clips')} clips, faults on every route at {soak.get('fault_rate_per_request')} per request "
+            f"({soak.get('faults_fired')}), {soak.get('jobs_failed_on_server')} jobs failed on the server, 3 s URL lifetimes. "
+            f"First run {first.get('succeeded')} succeeded / {first.get('failed')} failed; rerun {rerun.get('succeeded')} "
+            f"succeeded, bought {rerun.get('jobs_bought')} job(s) (exactly the failed clips: "
+            f"{soak.get('rerun_bought_exactly_the_failed_clips')}); duplicates **{soak.get('duplicates')}**, outputs "
+            f"{soak.get('outputs_verified')}/{soak.get('outputs')} verified.",
+            "",
+        ]
+        if first.get("errors"):
+            lines += ["First-run failures: " + "; ".join(f"`{e}`" for e in first["errors"]), ""]
     return lines

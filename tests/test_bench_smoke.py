@@ -22,6 +22,7 @@ BENCH_MODULES = [
     "bench.__main__",
     "bench._batch",
     "bench._common",
+    "bench.crash",
     "bench._emulator",
     "bench._services",
     "bench._whatif",
@@ -96,10 +97,12 @@ def test_profile_and_dump_summaries_read_py_spy_output(tmp_path: Path) -> None:
     }
 
 
-def test_the_cli_lists_the_four_benchmarks() -> None:
-    from bench.__main__ import BENCHMARKS, _parser
+def test_the_cli_lists_the_benchmarks_and_runs_crash_only_when_named() -> None:
+    from bench.__main__ import BENCHMARKS, ONLY_WHEN_NAMED, _parser
 
-    assert BENCHMARKS == ("polling", "overhead", "memory", "scale")
+    assert BENCHMARKS == ("polling", "overhead", "memory", "scale", "crash")
+    assert "crash" in ONLY_WHEN_NAMED
+    assert len(ONLY_WHEN_NAMED) == 1
     args = _parser().parse_args(["polling", "--quick"])
     assert args.benchmarks == ["polling"]
     assert args.quick

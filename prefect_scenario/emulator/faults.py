@@ -59,6 +59,12 @@ class FaultRule(BaseModel):
     route: str = Field(description='"METHOD /template" as in /_emulator/stats, or "*"')
     kind: FaultKind
     count: int = Field(default=1, ge=1)
+    probability: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="the share of matching requests it fires on (seeded: runs repeat); count still bounds it",
+    )
     status: int = Field(default=503, ge=400, le=599, description="status: the HTTP status to answer")
     retry_after: float | None = Field(default=None, ge=0, description="status: a Retry-After header")
     reason: str | None = Field(default=None, description="status: the error body's reason")

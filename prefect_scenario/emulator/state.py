@@ -225,6 +225,8 @@ class EmulatorState:
         with self.lock:
             for index, rule in enumerate(self.faults):
                 if rule.kind in wanted and rule.matches(route_key):
+                    if rule.probability < 1 and self.rng.random() >= rule.probability:
+                        continue  # not this request: the rule waits for another
                     rule.count -= 1
                     if rule.count <= 0:
                         del self.faults[index]

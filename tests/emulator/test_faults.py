@@ -135,6 +135,7 @@ async def test_fail_job_fails_the_next_jobs_with_an_error_and_a_hint(
             "route": GENERATE,
             "kind": "fail_job",
             "count": 1,
+            "probability": 1.0,
             "status": 503,
             "seconds": 1.0,
             "keep_fraction": 0.5,
@@ -268,3 +269,19 @@ async def test_a_delayed_generate_completes_when_the_caller_is_cancelled_under_a
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(submit(asgi_client, VIDEO_LAYERS_MODEL_ID, body), timeout=0.1)
     assert await _wait_for_stat(asgi_client, "jobs_created", 1) == 1
+
+
+async def test_a_rule_with_a_probability_fires_on_that_share_of_requests(
+    live_client: httpx.AsyncClient,
+) -> None:
+    """For soaks: ~25 % of matching requests get the fault, the others are served for real."""
+    await add_faults(
+        live_client, {"route": GET_JOB, "kind": "status", "status": 503, "count": 1000, "probability": 0.25}
+    )
+    codes = [(await live_client.get("jobs/job_whatever")).status_code for _ in range(200)]
+    faulted = codes.count(503)
+    assert codes.count(404) == 200 - faulted
+    assert 25 <= faulted <= 75, faulted
+    assert (await stats(live_client))["faults_fired"] == {"status": faulted}
+    [rule] = (await live_client.get(control_url(live_client, "faults"))).json()
+    assert rule["count"] == 1000 - faulted
