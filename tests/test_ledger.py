@@ -116,3 +116,30 @@ def test_an_owner_is_gone_once_its_process_ended() -> None:
     assert reused.is_gone() is True
     elsewhere = dead.model_copy(update={"host": "another-host"})
     assert elsewhere.is_gone() is False  # unknown there: never taken for dead
+
+
+async def test_a_ledger_in_an_s3_bucket_keeps_entries_and_one_holder_at_a_time(s3_bucket: object) -> None:
+    """Where results go to S3 (``PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK``), the ledger goes with them."""
+    from prefect_scenario.ledger import BlockLedgerStore
+
+    store = store_for(s3_bucket)  # type: ignore[arg-type]
+    assert isinstance(store, BlockLedgerStore)
+    assert await store.read("k1") is None
+    await store.write(_entry(state="submitted", job_id="job_s3"))
+    entry = await store.read("k1")
+    assert entry is not None
+    assert (entry.state, entry.job_id) == ("submitted", "job_s3")
+
+    inside = 0
+    most = 0
+
+    async def submit() -> None:
+        nonlocal inside, most
+        async with store.hold("k1", Owner.current(None)):
+            inside += 1
+            most = max(most, inside)
+            await asyncio.sleep(0.3)
+            inside -= 1
+
+    await asyncio.gather(submit(), submit())
+    assert most == 1
