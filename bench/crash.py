@@ -111,7 +111,11 @@ def _parse_time(value: str) -> float:
 
 
 def _durable_records(root: Path, job_id: str) -> list[float]:
-    """mtimes of the files under ``root`` that hold ``job_id`` (plain, or in a base64 result)."""
+    """When each file under ``root`` that holds ``job_id`` first held it.
+
+    A persisted result is written once: its mtime. A ledger entry is rewritten (delivered, later):
+    the time it recorded the job id, ``answered_at``, written with it.
+    """
     needle = job_id.encode()
     found: list[float] = []
     for path in root.rglob("*"):
@@ -122,6 +126,12 @@ def _durable_records(root: Path, job_id: str) -> list[float]:
         except OSError:
             continue
         hit = needle in data
+        if hit and path.parent.name == "prefect-scenario-ledger":
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                entry = json.loads(data)
+                if entry.get("job_id") == job_id and entry.get("answered_at"):
+                    found.append(_parse_time(entry["answered_at"]))
+                    continue
         if not hit:
             with contextlib.suppress(ValueError, TypeError):
                 record = json.loads(data)

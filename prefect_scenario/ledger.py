@@ -124,6 +124,7 @@ class LedgerEntry(BaseModel):
             before it delivered.
         earlier_job_ids: jobs bought for this intent before (delivered, failed, refused): a
             reconciliation never takes one of them for the lost answer of this submit.
+        answered_at: when the job id was recorded (the POST had just answered, or the job was found).
         updated_at: when the entry was last written.
     """
 
@@ -139,6 +140,7 @@ class LedgerEntry(BaseModel):
     owner: Owner
     earlier_owners: tuple[Owner, ...] = ()
     earlier_job_ids: tuple[str, ...] = ()
+    answered_at: datetime | None = None
     updated_at: datetime = Field(default_factory=_utcnow)
 
     @property
@@ -155,9 +157,11 @@ class LedgerEntry(BaseModel):
 
     def with_state(self, state: EntryState, *, job_id: str | None = None) -> LedgerEntry:
         """The entry moved to ``state`` (with ``job_id`` when it becomes known)."""
-        return self.model_copy(
-            update={"state": state, "job_id": job_id or self.job_id, "updated_at": _utcnow()}
-        )
+        now = _utcnow()
+        update: dict[str, Any] = {"state": state, "job_id": job_id or self.job_id, "updated_at": now}
+        if job_id and job_id != self.job_id:
+            update["answered_at"] = now
+        return self.model_copy(update=update)
 
 
 class LedgerStore(ABC):

@@ -36,10 +36,16 @@ async def test_entries_are_written_whole_and_read_back(tmp_path: Path) -> None:
     store = LocalLedgerStore(tmp_path / "ledger")
     assert await store.read("k1") is None
     await store.write(_entry())
-    await store.write(_entry(state="submitted", job_id="job_1"))
+    await store.write(_entry().with_state("submitted", job_id="job_1"))
     entry = await store.read("k1")
     assert entry is not None
     assert (entry.state, entry.job_id, entry.binds) == ("submitted", "job_1", True)
+    # When the answer was recorded stays put through later writes (delivered).
+    answered = entry.answered_at
+    assert answered is not None
+    delivered = entry.with_state("delivered")
+    assert delivered.answered_at == answered
+    assert delivered.updated_at >= answered
     assert entry.with_state("delivered").binds is False
     # Nothing half-written is left beside the entries.
     assert sorted(p.name for p in (tmp_path / "ledger").iterdir()) == ["k1.json"]
