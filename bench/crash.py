@@ -445,11 +445,17 @@ def soak(
         failed_first = [c for c in first if c["status"] != "succeeded"]
         # A failed clip whose job succeeded on the server (its download failed, say) must be adopted by
         # the rerun; one with no job, or a failed job, is bought (once).
+        # A clip with no job id may still own a job (its answer was lost): any good job of the first run
+        # that no clip names is such a job, and is adopted, not bought.
+        named = {c["job_id"] for c in first if c["job_id"]}
+        unnamed_good = sum(
+            1 for job in all_jobs(emulator) if job["jobId"] not in named and job.get("status") != "failure"
+        )
         to_buy = sum(
             1
             for c in failed_first
             if not c["job_id"] or _api(emulator, f"/jobs/{c['job_id']}")["job"]["status"] != "success"
-        )
+        ) - unnamed_good
         emulator.control("DELETE", "/_emulator/faults")
         emulator.configure(failure_rate=0.0)
         second = _batch_outcome(run_to_end(_batch_command(clips, out), env, timeout=1800))
@@ -503,7 +509,8 @@ def run(*, prefect: Service, log_dir: Path, quick: bool) -> dict[str, Any]:
     section: dict[str, Any] = {}
     with start_emulator(log_dir=log_dir, job_seconds=3.0, fake_model="real") as emulator:
         section["window"] = measure_window(emulator, prefect, clip, runs=3 if quick else 10, work=work)
-        section["kills"] = run_kills(emulator, prefect, clip, work, repeats=1 if quick else 5)
+        # Every phase once per model, then more kills right after the job was created: 20 such in all.
+        section["kills"] = run_kills(emulator, prefect, clip, work, repeats=1 if quick else 9)
         clips = make_clips(work / "clips", 4 if quick else 12, seconds=1.0, width=96, height=64, fps=8)
         section["batch_kill"] = batch_kill(emulator, prefect, clips, work)
     with start_emulator(log_dir=log_dir, job_seconds=2.0) as emulator:

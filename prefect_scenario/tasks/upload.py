@@ -173,6 +173,12 @@ async def ensure_uploaded(
     try:
         async with credentials.get_client() as client:
             await client.assets.get(asset_id)
+        # Prefect's own line says only "Cached": say what was reused.
+        run_logger().info(
+            "Reusing %s for %s: the same content was uploaded before (nothing to upload)",
+            asset_id,
+            Path(str(source)).name,
+        )
         return asset_id
     except NotFoundError:
         run_logger().warning(

@@ -16,8 +16,9 @@ INSTRUCTION = "each moving object apart from the background"
 
 
 async def test_a_cached_upload_whose_asset_is_gone_is_uploaded_again(
-    live_emulator: Any, credentials: Any, sample_clip: Path, tmp_path: Path
+    live_emulator: Any, credentials: Any, sample_clip: Path, tmp_path: Path, caplog: Any
 ) -> None:
+    caplog.set_level("INFO")
     first = await video_to_layers(
         str(sample_clip), INSTRUCTION, max_layers=2, credentials=credentials, destination=str(tmp_path / "a")
     )
@@ -40,6 +41,13 @@ async def test_a_cached_upload_whose_asset_is_gone_is_uploaded_again(
     )
     assert third.inputs["video"] == second.inputs["video"]
     assert stats(live_emulator)["uploads_created"] == 1
+    # The log says which asset was reused, not only Prefect's "Cached".
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(f"Reusing {third.inputs['video']} for {sample_clip.name}" in m for m in messages), messages
+    assert any(
+        f"names {first.inputs['video']}, which the Scenario API no longer has: uploading it again" in m
+        for m in messages
+    ), messages
 
 
 async def _batch(credentials: Any, clips: list[str], out: Path) -> BatchResult:
