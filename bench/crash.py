@@ -451,11 +451,14 @@ def soak(
         unnamed_good = sum(
             1 for job in all_jobs(emulator) if job["jobId"] not in named and job.get("status") != "failure"
         )
-        to_buy = sum(
-            1
-            for c in failed_first
-            if not c["job_id"] or _api(emulator, f"/jobs/{c['job_id']}")["job"]["status"] != "success"
-        ) - unnamed_good
+        to_buy = (
+            sum(
+                1
+                for c in failed_first
+                if not c["job_id"] or _api(emulator, f"/jobs/{c['job_id']}")["job"]["status"] != "success"
+            )
+            - unnamed_good
+        )
         emulator.control("DELETE", "/_emulator/faults")
         emulator.configure(failure_rate=0.0)
         second = _batch_outcome(run_to_end(_batch_command(clips, out), env, timeout=1800))
