@@ -83,8 +83,9 @@ async def test_a_killed_runs_slot_comes_back_within_a_lease_and_the_wait_is_logg
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=30)
-    # The server's repossessor (every 15 s) frees an expired lease: bounded by the lease, not minutes.
-    assert waited < SLOT_LEASE_SECONDS + 45, waited
+    # The server's repossessor (every 15 s) frees an expired lease: about a minute, not five (with
+    # the 300 s leases of before, this wait lasted over 300 s).
+    assert waited < 120, waited
     messages = [record.getMessage() for record in caplog.records]
     assert any(f"limit {name!r} (1 of 1 slot(s) taken)" in m for m in messages), messages
     print(f"a killed run's slot was acquired again after {waited:.1f} s (lease {SLOT_LEASE_SECONDS:.0f} s)")
