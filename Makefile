@@ -23,8 +23,8 @@ demo: $(STAMP)
 test: lint unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check prefect_scenario tests bench
-	$(BIN)/ruff format --check prefect_scenario tests bench
+	$(BIN)/ruff check prefect_scenario tests bench examples
+	$(BIN)/ruff format --check prefect_scenario tests bench examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -163,6 +163,17 @@ async def aleph_edit(
             max_creative_units (nothing was spent).
         JobFailedError: the job failed; the error carries Scenario's error and hint. For a split
             clip, ChunksFailedError names the failed chunks (the finished ones stay stored).
+
+    Example:
+        ```python
+        import asyncio
+        from prefect_scenario.flows import aleph_edit
+        from prefect_scenario.validation import KeyframeSpec
+
+        result = asyncio.run(aleph_edit("clip.mp4", "a rainy noir night", seed=7,
+                                        keyframes=[KeyframeSpec(image="ref.png", seconds=2.5)],
+                                        credentials="scenario-prod", destination="out/edit"))
+        ```
     """
     clock = Stopwatch()
     logger = get_run_logger()

@@ -881,6 +881,16 @@ async def video_to_layers_batch(
 
     Returns:
         Completed when no clip failed, Failed otherwise; the state's result is the BatchResult.
+
+    Example:
+        ```python
+        import asyncio
+        from prefect_scenario.flows.batch import video_to_layers_batch
+
+        result = asyncio.run(video_to_layers_batch("each moving object apart", folder="incoming/",
+                                                   budget_creative_units=500, credentials="scenario-prod"))
+        print(result.message())
+        ```
     """
     recipe = ModelRecipe(
         flow_slug=LAYERS_BATCH_FLOW,
@@ -974,6 +984,15 @@ async def aleph_edit_batch(
 
     Returns:
         Completed when no clip failed, Failed otherwise; the state's result is the BatchResult.
+
+    Example:
+        ```python
+        import asyncio
+        from prefect_scenario.flows.batch import aleph_edit_batch
+
+        result = asyncio.run(aleph_edit_batch("a rainy noir night", video_storage="s3-bucket/footage",
+                                              folder="incoming/", seed=7, credentials="scenario-prod"))
+        ```
     """
     recipe = ModelRecipe(
         flow_slug=ALEPH_BATCH_FLOW,

@@ -97,6 +97,16 @@ async def video_to_layers(
         InputValidationError: an input is wrong (nothing was uploaded or spent).
         BudgetExceededError: the estimate is above max_creative_units (nothing was spent).
         JobFailedError: the job failed; the error carries Scenario's error and hint.
+
+    Example:
+        ```python
+        import asyncio
+        from prefect_scenario.flows import video_to_layers
+
+        result = asyncio.run(video_to_layers("clip.mp4", "each dancer apart from the stage", max_layers=4,
+                                             credentials="scenario-prod", destination="out/layers"))
+        print(result.job_id, [output.location for output in result.outputs])
+        ```
     """
     clock = Stopwatch()
     logger = get_run_logger()

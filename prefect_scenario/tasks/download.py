@@ -215,6 +215,16 @@ async def download_outputs(
 
     Retried 3 times with backoff; a retry fetches a fresh signed URL, never a new generation.
     Cached per (outputs, destination) for a week; a local cache entry is ignored when a file is gone.
+
+    Example:
+        ```python
+        from prefect_aws import S3Bucket
+
+        outputs = await download_outputs(
+            job, credentials=credentials, destination="edits", storage=await S3Bucket.aload("renders")
+        )
+        print([output.location for output in outputs])
+        ```
     """
     logger = run_logger()
     outcome = outcome_for(job)

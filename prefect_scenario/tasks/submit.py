@@ -86,6 +86,13 @@ async def estimate_job(
 
     Returns:
         The estimate, in creative units.
+
+    Example:
+        ```python
+        body = {"video": asset_id, "prompt": "a rainy noir night"}
+        estimate = await estimate_job("model_runway-aleph-2", body, credentials=credentials)
+        print(estimate.creative_units_cost)
+        ```
     """
     creds = await resolve_credentials(credentials)
     async with creds.get_client() as client:
@@ -174,6 +181,24 @@ async def submit_job(
         BudgetExceededError: the estimate is above ``max_creative_units``; nothing was spent.
         SubmissionUncertainError: the submit may have reached the API and no job matches it; do not
             submit again before looking for the job.
+
+    Example:
+        ```python
+        from prefect import flow
+        from prefect_scenario import (
+            ScenarioCredentials, download_outputs, submit_job, upload_video, wait_for_job,
+        )
+
+        @flow
+        async def restyle(clip: str) -> None:
+            credentials = await ScenarioCredentials.aload("scenario-prod")
+            asset_id = await upload_video(clip, credentials=credentials)
+            body = {"video": asset_id, "prompt": "a rainy noir night", "seed": 7}
+            submitted = await submit_job("model_runway-aleph-2", body, credentials=credentials,
+                                         max_creative_units=100, reuse_across_runs=True)
+            job = await wait_for_job(submitted.job_id, credentials=credentials)
+            await download_outputs(job, credentials=credentials, destination="out")
+        ```
     """
     logger = run_logger()
     request = normalized_body(body)

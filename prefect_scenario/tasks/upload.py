@@ -109,6 +109,16 @@ async def upload_video(
     The task is cached on the sha256 of the file's content (not its name or location), the kind, and
     the credentials' base URL and project, for a week: the same clip uploaded again, under any name,
     in any flow run, reuses the asset.
+
+    Example:
+        ```python
+        from prefect import flow
+        from prefect_scenario import ScenarioCredentials, upload_video
+
+        @flow
+        async def prepare(clip: str) -> str:
+            return await upload_video(clip, credentials=await ScenarioCredentials.aload("scenario-prod"))
+        ```
     """
     return await _upload(video, kind="video", credentials=credentials, storage=storage)
 
@@ -138,6 +148,11 @@ async def upload_image(
 
     Returns:
         The asset id.
+
+    Example:
+        ```python
+        asset_id = await upload_image("reference.png", credentials=credentials)  # inside a flow
+        ```
     """
     return await _upload(image, kind="image", credentials=credentials, storage=storage)
 

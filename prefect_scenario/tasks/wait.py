@@ -197,6 +197,11 @@ async def wait_for_job(
         JobCanceledError: the job was canceled.
         JobWaitTimeoutError: the deadline passed; the job goes on (and is billed): wait again, or
             fetch its outputs later by its id.
+
+    Example:
+        ```python
+        job = await wait_for_job(submitted.job_id, credentials=credentials, timeout_seconds=1800)
+        ```
     """
     logger = run_logger()
     creds = await resolve_credentials(credentials)
