@@ -19,6 +19,7 @@
     │   └── ServerError              5xx
     ├── SubmissionUncertainError     a paid submit may have reached the server and no job could be matched:
     │                                never submit again blindly (a rerun reconciles through the ledger)
+    ├── SubmissionBusyError          another live process held the submit of the same inputs too long
     ├── UploadFailedError            the API refused the uploaded file (its errorMessage)
     ├── DownloadError                an output could not be stored intact (size or sha256 mismatch)
     ├── JobWaitTimeoutError          the wait deadline passed; the job itself goes on
@@ -165,6 +166,10 @@ class SubmissionUncertainError(ScenarioError):
     def __init__(self, message: str, *, model_id: str) -> None:
         super().__init__(message)
         self.model_id = model_id
+
+
+class SubmissionBusyError(ScenarioError):
+    """Another live process kept the submit of the same inputs for too long; nothing was submitted."""
 
 
 class UploadFailedError(ScenarioError):

@@ -44,6 +44,8 @@ from typing import Any, Literal
 from prefect.filesystems import LocalFileSystem, WritableFileSystem
 from pydantic import BaseModel, ConfigDict, Field
 
+from prefect_scenario.errors import SubmissionBusyError
+
 LEDGER_FOLDER = "prefect-scenario-ledger"
 EntryState = Literal["submitting", "submitted", "delivered", "abandoned"]
 # How long a submit waits for another live process's submit of the same intent before giving up
@@ -270,9 +272,10 @@ async def _acquire(attempt: Callable[[], Any], key: str, location: str) -> None:
             )
             told = True
         if time.monotonic() > deadline:
-            raise TimeoutError(
+            raise SubmissionBusyError(
                 f"another process held the submit of these inputs for over {HOLD_TIMEOUT_SECONDS:.0f} s "
-                f"(ledger {location}, key {key}); nothing was submitted"
+                f"(ledger {location}, key {key}); nothing was submitted: run again once it is done "
+                "(it adopts that process's job)"
             )
         await asyncio.sleep(0.1)
 

@@ -14,6 +14,7 @@ import pytest
 from prefect.filesystems import LocalFileSystem
 
 from prefect_scenario import ledger as ledger_module
+from prefect_scenario.errors import SubmissionBusyError
 from prefect_scenario.ledger import LedgerEntry, LocalLedgerStore, Owner, store_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,7 +98,7 @@ async def test_a_killed_holder_frees_the_intent_at_once(
         assert await asyncio.to_thread(process.stdout.readline) == "held\n"
         store = LocalLedgerStore(tmp_path)
         monkeypatch.setattr(ledger_module, "HOLD_TIMEOUT_SECONDS", 0.5)
-        with pytest.raises(TimeoutError, match="another process held the submit"):
+        with pytest.raises(SubmissionBusyError, match="another process held the submit"):
             async with store.hold("k", Owner.current(None)):
                 pass
         os.killpg(process.pid, signal.SIGKILL)
