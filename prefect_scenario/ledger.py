@@ -19,9 +19,10 @@ remote or uncertain):
 Where: beside the persisted task results (Prefect's result storage, the same for every run that
 shares results): a directory on the local disk, or a storage block such as an ``S3Bucket``. The
 local store serializes submits of one intent with ``flock`` (released by the kernel when a process
-dies, so a dead holder never blocks); a block store uses a lease. Entries hold ids, hashes, the
-request body (asset ids and text, as the API records them) and the credentials *scope*: never a
-secret.
+dies, so a dead holder never blocks); an ``S3Bucket`` uses a lease object written with S3's
+conditional writes (exact), any other block a lease written then read back (best-effort). Entries
+hold ids, hashes, the request body (asset ids and text, as the API records them) and the
+credentials *scope*: never a secret.
 """
 
 from __future__ import annotations
@@ -353,10 +354,82 @@ class BlockLedgerStore(LedgerStore):
                 await self.storage.write_path(path, released.model_dump_json().encode())
 
 
+class S3LedgerStore(BlockLedgerStore):
+    """A ledger in a prefect-aws ``S3Bucket``, its lease exact through S3's conditional writes.
+
+    The lease object is created with ``If-None-Match: *`` (only one writer can create it), taken
+    over when expired with ``If-Match`` on the expired lease's ETag (only one writer can replace
+    it), and released the same way: two workers starting the same intent at once never both hold
+    it. Entries are read and written through the block, as for any other block.
+    """
+
+    def _client_and_key(self, key: str) -> tuple[Any, str, str]:
+        bucket: Any = self.storage
+        return bucket._get_s3_client(), bucket.bucket_name, bucket._resolve_path(self._path(key, ".lease"))
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str, owner: Owner) -> AsyncIterator[None]:
+        client, bucket, lease_key = await asyncio.to_thread(self._client_and_key, key)
+        token = f"{owner.host}:{owner.pid}:{uuid.uuid4().hex}"
+        held: dict[str, str] = {}
+
+        def put(lease: _Lease, **condition: str) -> str | None:
+            body = lease.model_dump_json().encode()
+            try:
+                answer = client.put_object(Bucket=bucket, Key=lease_key, Body=body, **condition)
+            except Exception as exc:
+                if _s3_precondition_failed(exc):
+                    return None  # someone else wrote first: not ours
+                raise
+            return str(answer["ETag"])
+
+        def attempt() -> bool:
+            mine = _Lease(token=token, expires_at=_utcnow() + timedelta(seconds=LEASE_SECONDS))
+            etag = put(mine, IfNoneMatch="*")
+            if etag is None:
+                try:
+                    current = client.get_object(Bucket=bucket, Key=lease_key)
+                except Exception as exc:
+                    if _s3_missing(exc):
+                        return False  # released meanwhile: try creating it again
+                    raise
+                lease = _Lease.model_validate_json(current["Body"].read())
+                if lease.expires_at > _utcnow():
+                    return False
+                etag = put(mine, IfMatch=str(current["ETag"]))  # take over an expired lease, atomically
+            if etag is None:
+                return False
+            held["etag"] = etag
+            return True
+
+        await _acquire(lambda: asyncio.to_thread(attempt), key, self.location)
+        try:
+            yield
+        finally:
+            released = _Lease(token="", expires_at=_utcnow())
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(put, released, IfMatch=held["etag"])
+
+
+def _s3_error_code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    return str(response.get("Error", {}).get("Code", "")) if isinstance(response, dict) else ""
+
+
+def _s3_precondition_failed(exc: BaseException) -> bool:
+    return _s3_error_code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict")
+
+
+def _s3_missing(exc: BaseException) -> bool:
+    return _s3_error_code(exc) in ("NoSuchKey", "404")
+
+
 def store_for(storage: WritableFileSystem) -> LedgerStore:
     """The ledger that lives beside results in ``storage``."""
     if isinstance(storage, LocalFileSystem):
         return LocalLedgerStore(Path(storage._resolve_path(LEDGER_FOLDER)))
+    if type(storage).__name__ == "S3Bucket" and hasattr(storage, "_get_s3_client"):
+        return S3LedgerStore(storage)
     return BlockLedgerStore(storage)
 
 

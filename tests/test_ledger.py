@@ -7,8 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prefect.filesystems import LocalFileSystem
@@ -125,28 +126,49 @@ def test_an_owner_is_gone_once_its_process_ended() -> None:
     assert elsewhere.is_gone() is False  # unknown there: never taken for dead
 
 
-async def test_a_ledger_in_an_s3_bucket_keeps_entries_and_one_holder_at_a_time(s3_bucket: object) -> None:
-    """Where results go to S3 (``PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK``), the ledger goes with them."""
-    from prefect_scenario.ledger import BlockLedgerStore
+async def test_a_ledger_in_an_s3_bucket_keeps_entries_and_one_holder_at_a_time(
+    s3_bucket: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where results go to S3 (``PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK``), the ledger goes with them,
+    and S3's conditional writes make its lease exact: one holder per intent across workers."""
+    from prefect_scenario.ledger import S3LedgerStore, _Lease
 
-    store = store_for(s3_bucket)  # type: ignore[arg-type]
-    assert isinstance(store, BlockLedgerStore)
+    store = store_for(s3_bucket)
+    assert isinstance(store, S3LedgerStore)
     assert await store.read("k1") is None
-    await store.write(_entry(state="submitted", job_id="job_s3"))
+    await store.write(_entry().with_state("submitted", job_id="job_s3"))
     entry = await store.read("k1")
     assert entry is not None
     assert (entry.state, entry.job_id) == ("submitted", "job_s3")
 
     inside = 0
     most = 0
+    entered = 0
 
     async def submit() -> None:
-        nonlocal inside, most
-        async with store.hold("k1", Owner.current(None)):
+        nonlocal inside, most, entered
+        # Each "worker" its own store, as on separate machines: nothing shared but the bucket.
+        async with store_for(s3_bucket).hold("k1", Owner.current(None)):
             inside += 1
+            entered += 1
             most = max(most, inside)
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.1)
             inside -= 1
 
-    await asyncio.gather(submit(), submit())
-    assert most == 1
+    await asyncio.gather(*(submit() for _ in range(5)))
+    assert (entered, most) == (5, 1)
+
+    # A live lease of another worker is waited for (here: past a short limit, refused); an expired one
+    # (its holder died) is taken over at once.
+    client = s3_bucket._get_s3_client()
+    lease_key = s3_bucket._resolve_path("prefect-scenario-ledger/k2.lease")
+    live = _Lease(token="other-worker", expires_at=datetime.now(timezone.utc) + timedelta(seconds=300))
+    client.put_object(Bucket=s3_bucket.bucket_name, Key=lease_key, Body=live.model_dump_json().encode())
+    monkeypatch.setattr(ledger_module, "HOLD_TIMEOUT_SECONDS", 1.0)
+    with pytest.raises(SubmissionBusyError):
+        async with store.hold("k2", Owner.current(None)):
+            pass
+    dead = _Lease(token="dead-worker", expires_at=datetime.now(timezone.utc) - timedelta(seconds=1))
+    client.put_object(Bucket=s3_bucket.bucket_name, Key=lease_key, Body=dead.model_dump_json().encode())
+    async with store.hold("k2", Owner.current(None)):
+        pass
