@@ -251,8 +251,9 @@ async def _submit(
                 estimate=cost,
                 budget=max_creative_units,
             )
+        key = ledger_key(model_id, request, creds)
         job, paid, found, adopted_from = await _pay_once(
-            client, model_id, request, creds.cache_scope(), reuse=reuse
+            client, model_id, request, creds.cache_scope(), key, reuse=reuse
         )
     reconciled = found is not None
     # From here on the job exists and is paid for: nothing below may raise, or a retry of the flow
@@ -265,7 +266,7 @@ async def _submit(
         estimated_creative_units=cost,
         creative_units_cost=paid,
         reconciled=reconciled,
-        ledger_key=job_request_key(model_id, request, creds.cache_scope(), None),
+        ledger_key=key,
         adopted_from=adopted_from,
     )
     logger.info(
@@ -294,12 +295,13 @@ def _definitely_nothing_created(exc: BaseException) -> bool:
 
 
 async def _pay_once(
-    client: Any, model_id: str, request: dict[str, Any], scope: str, *, reuse: bool
+    client: Any, model_id: str, request: dict[str, Any], scope: str, key: str, *, reuse: bool
 ) -> tuple[Job, float | None, str | None, str | None]:
     """The job of this intent: adopted from the ledger when an earlier submit bought it, else bought.
 
-    ``reuse``: the caller would take any earlier run's job with these inputs (its cache policy
-    reuses across runs, and no refresh was asked for), so a live run's job is adopted too.
+    ``key`` is the intent's ledger key (:func:`ledger_key`). ``reuse``: the caller would take any
+    earlier run's job with these inputs (its cache policy reuses across runs, and no refresh was
+    asked for), so a live run's job is adopted too.
 
     Returns:
         The job, the creative units it cost (None when unknown), how it was found when it was not
@@ -307,7 +309,6 @@ async def _pay_once(
         the flow run that bought it when that is another one (its job is adopted: nothing spent).
     """
     ledger = await current_ledger()
-    key = job_request_key(model_id, request, scope, None)
     owner = Owner.current(current_run_id())
     async with ledger.hold(key, owner):
         entry = await ledger.read(key)
