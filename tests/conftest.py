@@ -16,6 +16,10 @@ os.environ["PREFECT_SCENARIO_TEST_DIR"] = tempfile.mkdtemp(prefix="prefect-scena
 os.environ["PREFECT_HOME"] = os.path.join(os.environ["PREFECT_SCENARIO_TEST_DIR"], "home")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
+# A temporary Prefect server migrates a fresh database before it answers; on CI's two busy cores that
+# took longer than Prefect's 20 s default (tests/test_examples.py failed on it). Every subprocess the
+# suite starts inherits this.
+os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
 
 from collections.abc import AsyncIterator, Iterator
 
