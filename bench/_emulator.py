@@ -25,9 +25,9 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from prefect_scenario.emulator import EmulatorConfig, EmulatorState, create_app
-from prefect_scenario.emulator import fakes as emulator_fakes
-from prefect_scenario.emulator.media import describe_video
-from prefect_scenario.emulator.records import AssetRecord
+from prefect_scenario.emulator.service import fakes as emulator_fakes
+from prefect_scenario.emulator.service.media import describe_video
+from prefect_scenario.emulator.service.records import AssetRecord
 from prefect_scenario.models import VIDEO_LAYERS_MODEL_ID
 
 

@@ -37,8 +37,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import httpx
 
-    from prefect_scenario.emulator import FaultRule, RunningEmulator
-    from prefect_scenario.emulator.state import EmulatorState
+    from prefect_scenario.emulator import EmulatorState, FaultRule, RunningEmulator
 
 __all__ = ["ScenarioEmulator", "emulate_scenario"]
 

@@ -27,8 +27,7 @@ import pytest
 from fastapi import FastAPI
 
 from prefect_scenario.client import RetryPolicy, ScenarioClient
-from prefect_scenario.emulator import RunningEmulator
-from prefect_scenario.emulator.faults import FaultRule
+from prefect_scenario.emulator import FaultRule, RunningEmulator
 from prefect_scenario.storage import discard, new_temp_dir, temp_path_beside
 
 # Not imported from tests/conftest.py: in a whole-suite run "conftest" may name another directory's.

@@ -7,11 +7,12 @@ port; ``prefect-scenario emulator serve`` runs it in the foreground. See README.
 from __future__ import annotations
 
 from prefect_scenario.emulator.app import create_app
-from prefect_scenario.emulator.clock import EmulatorClock
-from prefect_scenario.emulator.config import EmulatorConfig
-from prefect_scenario.emulator.faults import ConnectionDropped, FaultRule
+from prefect_scenario.emulator.control.middleware import ConnectionDropped
 from prefect_scenario.emulator.server import RunningEmulator, serve, serve_in_thread
-from prefect_scenario.emulator.state import EmulatorState
+from prefect_scenario.emulator.service.clock import EmulatorClock
+from prefect_scenario.emulator.service.config import EmulatorConfig
+from prefect_scenario.emulator.service.faults import FaultRule
+from prefect_scenario.emulator.service.state import EmulatorState
 
 __all__ = [
     "ConnectionDropped",

@@ -15,19 +15,12 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from prefect_scenario.emulator import (
-    control,
-    files,
-    routes_assets,
-    routes_generate,
-    routes_jobs,
-    routes_models,
-    routes_uploads,
-)
-from prefect_scenario.emulator.faults import FaultMiddleware
-from prefect_scenario.emulator.http_errors import install_error_handlers
-from prefect_scenario.emulator.paths import API_PREFIX
-from prefect_scenario.emulator.state import EmulatorState
+from prefect_scenario.emulator.api.errors import install_error_handlers
+from prefect_scenario.emulator.api.paths import API_PREFIX
+from prefect_scenario.emulator.api.routes import assets, files, generate, jobs, models, uploads
+from prefect_scenario.emulator.control import routes as control
+from prefect_scenario.emulator.control.middleware import FaultMiddleware
+from prefect_scenario.emulator.service.state import EmulatorState
 
 
 class EmulatorApp(FastAPI):
@@ -74,7 +67,7 @@ def create_app(state: EmulatorState | None = None) -> FastAPI:
     app.state.emulator = state if state is not None else EmulatorState()
     install_error_handlers(app)
     templates: list[tuple[str, Collection[str]]] = []
-    for module in (routes_uploads, routes_assets, routes_generate, routes_jobs, routes_models):
+    for module in (uploads, assets, generate, jobs, models):
         app.include_router(module.router, prefix=API_PREFIX)
         templates += _templates(module.router, API_PREFIX)
     app.include_router(files.router)

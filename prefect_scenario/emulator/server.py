@@ -14,9 +14,9 @@ from typing import NoReturn
 
 import uvicorn
 
+from prefect_scenario.emulator.api.paths import API_PREFIX
 from prefect_scenario.emulator.app import create_app
-from prefect_scenario.emulator.paths import API_PREFIX
-from prefect_scenario.emulator.state import EmulatorState
+from prefect_scenario.emulator.service.state import EmulatorState
 
 DEFAULT_HOST = "127.0.0.1"
 STARTUP_TIMEOUT_SECONDS = 10.0
@@ -50,7 +50,7 @@ class RunningEmulator:
 def _config(state: EmulatorState, log_level: str) -> uvicorn.Config:
     return uvicorn.Config(
         create_app(state),
-        # h11 explicitly: the fault middleware hangs up through its transport (see faults.py).
+        # h11 explicitly: the fault middleware hangs up through its transport (see control/middleware.py).
         http="h11",
         lifespan="off",
         log_level=log_level,

@@ -15,7 +15,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from ._errors import MediaError
-from ._media import (
+from .media_io import (
     H264,
     AudioCursor,
     AudioSpec,

@@ -10,7 +10,7 @@ import av
 from PIL import Image, UnidentifiedImageError
 
 from ._errors import MediaError
-from ._media import (
+from .media_io import (
     first_audio_stream,
     first_video_stream,
     has_alpha_channel,

@@ -10,12 +10,12 @@ import numpy as np
 from av.audio.frame import AudioFrame
 from PIL import Image
 
-from ._media import H264, AudioSpec, VideoWriter
+from .media_io import H264, AudioSpec, VideoWriter
 from .probe import ImageProbe, VideoProbe, probe_image, probe_video
 
 _SHAPES = ("circle", "square", "triangle", "diamond", "ring", "cross")
 # Saturated colours stand out from the muted background in at least one channel, which is what
-# the motion masks of extract_layers threshold on.
+# the motion masks of the emulator's layer extractor threshold on.
 _COLOURS = (
     (235, 40, 40),
     (30, 200, 70),

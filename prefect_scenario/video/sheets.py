@@ -10,8 +10,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ._errors import MediaError
-from ._media import H264, VideoWriter, first_video_stream, iter_rgba, open_input, stream_rate
 from .layers import _composite
+from .media_io import H264, VideoWriter, first_video_stream, iter_rgba, open_input, stream_rate
 from .probe import probe_video
 
 _CHECKER_CELL = 8

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -15,9 +16,8 @@ from prefect_scenario.emulator import (
     create_app,
     serve_in_thread,
 )
-from prefect_scenario.emulator.ids import new_id
-from prefect_scenario.emulator.input_validation import CheckedBody
-from prefect_scenario.emulator.records import AssetRecord
+from prefect_scenario.emulator.service.ids import new_id
+from prefect_scenario.emulator.service.records import AssetRecord, CheckedBody
 from prefect_scenario.models import ALEPH_MODEL_ID, JobEnvelope
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -112,3 +112,19 @@ def test_checked_body_is_what_pricing_reads() -> None:
     # A guard for the public shape others may rely on when pricing bodies themselves.
     checked = CheckedBody(model_id=ALEPH_MODEL_ID, body={}, video_asset_id="asset_V", video_seconds=4.0)
     assert checked.video_seconds == 4.0
+
+
+def test_stats_count_the_connections_clients_used(live_emulator: Any) -> None:
+    # One keep-alive client, five requests: one connection. Two more clients: one connection each.
+    url = f"{live_emulator.base_url}/models/{ALEPH_MODEL_ID}"
+    with httpx.Client(auth=("reader", "reader")) as client:
+        for _ in range(5):
+            assert client.get(url).status_code == 200
+    for _ in range(2):
+        with httpx.Client(auth=("reader", "reader")) as client:
+            assert client.get(url).status_code == 200
+    counters = live_emulator.state.stats()
+    assert counters["requests"]["GET /v1/models/{modelId}"] == 7
+    assert counters["connections"] == 3
+    live_emulator.state.reset()
+    assert live_emulator.state.stats()["connections"] == 0

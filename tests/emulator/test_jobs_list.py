@@ -9,7 +9,7 @@ import pytest
 
 from emulator.tools import control, submit, upload_video
 from prefect_scenario.emulator import EmulatorState
-from prefect_scenario.emulator.clock import iso_utc
+from prefect_scenario.emulator.service.clock import iso_utc
 from prefect_scenario.models import VIDEO_LAYERS_MODEL_ID
 
 

@@ -16,8 +16,8 @@ import pytest
 
 from emulator.tools import stats, submit
 from prefect_scenario.emulator import EmulatorState
-from prefect_scenario.emulator.media import describe_image, describe_video
-from prefect_scenario.emulator.records import AssetRecord
+from prefect_scenario.emulator.service.media import describe_image, describe_video
+from prefect_scenario.emulator.service.records import AssetRecord
 from prefect_scenario.models import ALEPH_MODEL_ID, VIDEO_LAYERS_MODEL_ID
 
 

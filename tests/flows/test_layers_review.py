@@ -10,6 +10,7 @@ from flow_support import artifacts, logs, sha256_of
 from PIL import Image
 
 from prefect_scenario import video
+from prefect_scenario.emulator.service.fakes import extract_layers
 from prefect_scenario.flows import video_to_layers
 from prefect_scenario.flows.result import ScenarioRunResult
 from prefect_scenario.manifest import StoredOutput
@@ -105,7 +106,7 @@ async def test_layers_that_do_not_add_up_to_the_source_are_flagged(sample_clip: 
 
     # Layers of one clip, reviewed against another of the same size and length: a separation that
     # lost the picture, as far as the review can tell.
-    layers = video.extract_layers(sample_clip, tmp_path / "layers", max_layers=3, instruction="shapes")
+    layers = extract_layers(sample_clip, tmp_path / "layers", max_layers=3, instruction="shapes")
     other = tmp_path / "other.mp4"
     source = video.probe_video(sample_clip)
     video.make_sample_clip(

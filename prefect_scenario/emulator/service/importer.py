@@ -11,10 +11,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from prefect_scenario.emulator.ids import new_id
-from prefect_scenario.emulator.media import FileFacts, describe_image, describe_video
-from prefect_scenario.emulator.records import AssetRecord, UploadRecord, WorkResult
-from prefect_scenario.emulator.state import EmulatorState
+from prefect_scenario.emulator.service.ids import new_id
+from prefect_scenario.emulator.service.media import FileFacts, describe_image, describe_video
+from prefect_scenario.emulator.service.records import AssetRecord, UploadRecord, WorkResult
+from prefect_scenario.emulator.service.state import EmulatorState
 
 IMPORTABLE_KINDS = {"video": "uploaded-video", "image": "uploaded"}
 FAILED_UPLOAD_HINT = "Upload the file again; videos must be MP4 or WebM that play locally"

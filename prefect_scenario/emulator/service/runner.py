@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from prefect_scenario.emulator.fakes import FakeOutput, WorkOrder
-from prefect_scenario.emulator.ids import new_id
-from prefect_scenario.emulator.media import describe_video
-from prefect_scenario.emulator.records import AssetRecord, JobRecord, WorkResult
-from prefect_scenario.emulator.state import EmulatorState
+from prefect_scenario.emulator.service.fakes import FakeOutput, WorkOrder
+from prefect_scenario.emulator.service.ids import new_id
+from prefect_scenario.emulator.service.media import describe_video
+from prefect_scenario.emulator.service.records import AssetRecord, JobRecord, WorkResult
+from prefect_scenario.emulator.service.state import EmulatorState
 
 logger = logging.getLogger(__name__)
 

@@ -7,14 +7,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from prefect_scenario.emulator import paging
-from prefect_scenario.emulator.auth import require_auth
-from prefect_scenario.emulator.clock import parse_iso
-from prefect_scenario.emulator.deps import get_state
-from prefect_scenario.emulator.http_errors import bad_request, not_found
-from prefect_scenario.emulator.records import JobRecord
-from prefect_scenario.emulator.state import EmulatorState
-from prefect_scenario.emulator.wire import job_model
+from prefect_scenario.emulator.api import paging
+from prefect_scenario.emulator.api.auth import require_auth
+from prefect_scenario.emulator.api.deps import get_state
+from prefect_scenario.emulator.api.errors import bad_request, not_found
+from prefect_scenario.emulator.api.wire import job_model
+from prefect_scenario.emulator.service.clock import parse_iso
+from prefect_scenario.emulator.service.records import JobRecord
+from prefect_scenario.emulator.service.state import EmulatorState
 from prefect_scenario.models import JobEnvelope, JobPage, JobStatus
 
 router = APIRouter(dependencies=[Depends(require_auth)])

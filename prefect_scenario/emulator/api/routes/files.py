@@ -20,10 +20,10 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from prefect_scenario.emulator import signing
-from prefect_scenario.emulator.deps import get_state
-from prefect_scenario.emulator.http_errors import ApiError, bad_request, error_response, not_found
-from prefect_scenario.emulator.paths import FILE_PATH, PART_PATH, file_path, part_path
+from prefect_scenario.emulator.api.deps import get_state
+from prefect_scenario.emulator.api.errors import ApiError, bad_request, error_response, not_found
+from prefect_scenario.emulator.api.paths import FILE_PATH, PART_PATH, file_path, part_path
+from prefect_scenario.emulator.service import signing
 
 router = APIRouter()
 

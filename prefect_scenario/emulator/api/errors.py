@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from prefect_scenario.emulator.ids import new_trace_id
+from prefect_scenario.emulator.service.ids import new_trace_id
 from prefect_scenario.models import ApiErrorBody
 
 

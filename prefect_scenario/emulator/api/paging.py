@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from prefect_scenario.emulator.http_errors import bad_request
+from prefect_scenario.emulator.api.errors import bad_request
 
 T = TypeVar("T")
 

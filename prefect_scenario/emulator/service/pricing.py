@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from prefect_scenario.emulator.input_validation import CheckedBody
+from prefect_scenario.emulator.service.records import CheckedBody
 from prefect_scenario.models import ALEPH_MODEL_ID, LAYERS_DEFAULT_LAYERS, CostEstimate
 
 ALEPH_CU_PER_SECOND = 10

@@ -13,18 +13,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from prefect_scenario.emulator import catalog, lifecycle, pricing
-from prefect_scenario.emulator.auth import require_auth
-from prefect_scenario.emulator.deps import get_state
-from prefect_scenario.emulator.fakes import FAKE_MODELS, WorkOrder, referenced_images
-from prefect_scenario.emulator.http_errors import ApiError, bad_request, not_found
-from prefect_scenario.emulator.ids import new_id
-from prefect_scenario.emulator.input_validation import AssetFacts, CheckedBody, validate_body
-from prefect_scenario.emulator.paths import GENERATE_ROUTE
-from prefect_scenario.emulator.records import JobRecord, WorkResult
-from prefect_scenario.emulator.runner import start_work
-from prefect_scenario.emulator.state import CeilingReachedError, EmulatorState
-from prefect_scenario.emulator.wire import job_model
+from prefect_scenario.emulator.api.auth import require_auth
+from prefect_scenario.emulator.api.deps import get_state
+from prefect_scenario.emulator.api.errors import ApiError, bad_request, not_found
+from prefect_scenario.emulator.api.paths import GENERATE_ROUTE
+from prefect_scenario.emulator.api.validation import AssetFacts, validate_body
+from prefect_scenario.emulator.api.wire import job_model
+from prefect_scenario.emulator.service import catalog, lifecycle, pricing
+from prefect_scenario.emulator.service.fakes import FAKE_MODELS, WorkOrder, referenced_images
+from prefect_scenario.emulator.service.ids import new_id
+from prefect_scenario.emulator.service.records import CheckedBody, JobRecord, WorkResult
+from prefect_scenario.emulator.service.runner import start_work
+from prefect_scenario.emulator.service.state import CeilingReachedError, EmulatorState
 from prefect_scenario.models import GenerateResponse, model_input_body
 
 router = APIRouter(dependencies=[Depends(require_auth)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from prefect_scenario.emulator.state import EmulatorState
+from prefect_scenario.emulator.service.state import EmulatorState
 
 
 def get_state(request: Request) -> EmulatorState:

@@ -1,8 +1,9 @@
-"""Fault injection: rules posted to ``/_emulator/faults`` and the ASGI middleware that applies them.
+"""Fault injection: the ASGI middleware that carries out the state's fault rules on each request.
 
-Every rule names a route by its template, as counted in ``/_emulator/stats``
-(``"POST /v1/generate/custom/{modelId}"``, ``"GET /files/{assetId}"``, ...) or ``"*"`` for any
-route outside the control plane, and fires on the next ``count`` matching requests.
+The rules themselves (:class:`~prefect_scenario.emulator.service.faults.FaultRule`) are posted to
+``/_emulator/faults`` and held by the state; this middleware counts every API and file request by
+its route template and applies the request-level kinds (``status``, ``reset``,
+``reset_after_accept``, ``delay``, ``truncate``) before the route runs.
 
 The middleware sits outside everything else (``EmulatorApp.__call__`` puts it before FastAPI's own
 layers, Starlette's error middleware included), so it sees every route and knows its template
@@ -26,77 +27,27 @@ import asyncio
 import json
 import logging
 from collections.abc import Collection, Coroutine, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from prefect_scenario.emulator.ids import new_trace_id
-from prefect_scenario.emulator.paths import CONTROL_PREFIX
+from prefect_scenario.emulator.api.paths import CONTROL_PREFIX
+from prefect_scenario.emulator.service.faults import FaultRule
+from prefect_scenario.emulator.service.ids import new_trace_id
 
 if TYPE_CHECKING:
-    from prefect_scenario.emulator.state import EmulatorState
+    from prefect_scenario.emulator.service.state import EmulatorState
 
-FaultKind = Literal["status", "reset", "reset_after_accept", "delay", "truncate", "fail_job"]
 # fail_job is consumed by the generate route when it creates a job, not by the middleware.
 MIDDLEWARE_KINDS: frozenset[str] = frozenset({"status", "reset", "reset_after_accept", "delay", "truncate"})
-ANY_ROUTE = "*"
 # Methods that only read: nothing to complete once their client is gone.
 READ_ONLY_METHODS: frozenset[str] = frozenset({"GET", "HEAD"})
 
 logger = logging.getLogger(__name__)
-
-
-class FaultRule(BaseModel):
-    """One fault: what to do to the next ``count`` requests of ``route``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    route: str = Field(description='"METHOD /template" as in /_emulator/stats, or "*"')
-    kind: FaultKind
-    count: int = Field(default=1, ge=1)
-    probability: float = Field(
-        default=1.0,
-        gt=0,
-        le=1,
-        description="the share of matching requests it fires on (seeded: runs repeat); count still bounds it",
-    )
-    status: int = Field(default=503, ge=400, le=599, description="status: the HTTP status to answer")
-    retry_after: float | None = Field(default=None, ge=0, description="status: a Retry-After header")
-    reason: str | None = Field(default=None, description="status: the error body's reason")
-    details: dict[str, Any] | None = Field(default=None, description="status: the error body's details")
-    seconds: float = Field(default=1.0, ge=0, le=600, description="delay: seconds before answering")
-    complete_after_disconnect: bool | None = Field(
-        default=None,
-        description=(
-            "delay: do the work even if the client left during the delay (default: true for every "
-            "method but GET and HEAD); false abandons a request whose client is gone"
-        ),
-    )
-    keep_fraction: float = Field(
-        default=0.5, ge=0, lt=1, description="truncate: share of the announced body actually sent"
-    )
-    error: str | None = Field(default=None, description="fail_job: the job's metadata.error")
-    hint: str | None = Field(default=None, description="fail_job: the job's metadata.hint")
-
-    @field_validator("route")
-    @classmethod
-    def _normalise_route(cls, value: str) -> str:
-        value = " ".join(value.split())
-        if value == ANY_ROUTE:
-            return value
-        method, _, path = value.partition(" ")
-        if not path.startswith("/"):
-            raise ValueError('route must look like "GET /v1/jobs/{jobId}" (method, space, path template)')
-        return f"{method.upper()} {path}"
-
-    def matches(self, route_key: str) -> bool:
-        """True when this rule applies to requests of ``route_key``."""
-        return self.route in (ANY_ROUTE, route_key)
 
 
 class ConnectionDropped(httpx.RemoteProtocolError):
@@ -151,7 +102,8 @@ class FaultMiddleware:
         if key is None:
             await self.app(scope, receive, send)
             return
-        self.state.count_request(key)
+        client = scope.get("client")
+        self.state.count_request(key, (str(client[0]), int(client[1])) if client else None)
         rule = self.state.take_fault(key, MIDDLEWARE_KINDS)
         serving = self._serve(rule, scope, receive, send)
         if _completes_after_disconnect(rule, scope):

@@ -7,16 +7,16 @@ from typing import Annotated, Any, get_args
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
-from prefect_scenario.emulator import signing
-from prefect_scenario.emulator.auth import require_auth
-from prefect_scenario.emulator.deps import get_state, root_url
-from prefect_scenario.emulator.http_errors import bad_request, not_found
-from prefect_scenario.emulator.ids import new_id
-from prefect_scenario.emulator.importer import start_import
-from prefect_scenario.emulator.paths import part_path
-from prefect_scenario.emulator.records import JobRecord, UploadRecord
-from prefect_scenario.emulator.state import EmulatorState
-from prefect_scenario.emulator.wire import upload_wire
+from prefect_scenario.emulator.api.auth import require_auth
+from prefect_scenario.emulator.api.deps import get_state, root_url
+from prefect_scenario.emulator.api.errors import bad_request, not_found
+from prefect_scenario.emulator.api.paths import part_path
+from prefect_scenario.emulator.api.wire import upload_wire
+from prefect_scenario.emulator.service import signing
+from prefect_scenario.emulator.service.ids import new_id
+from prefect_scenario.emulator.service.importer import start_import
+from prefect_scenario.emulator.service.records import JobRecord, UploadRecord
+from prefect_scenario.emulator.service.state import EmulatorState
 from prefect_scenario.models import UploadKind
 
 router = APIRouter(dependencies=[Depends(require_auth)])

@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse
 
-from prefect_scenario.emulator import catalog
-from prefect_scenario.emulator.auth import require_auth
-from prefect_scenario.emulator.http_errors import not_found
+from prefect_scenario.emulator.api.auth import require_auth
+from prefect_scenario.emulator.api.errors import not_found
+from prefect_scenario.emulator.service import catalog
 
 router = APIRouter(dependencies=[Depends(require_auth)])
 

@@ -14,8 +14,8 @@ import hmac
 from fastapi import Request
 from pydantic import SecretStr
 
-from prefect_scenario.emulator.config import EmulatorConfig
-from prefect_scenario.emulator.http_errors import ApiError
+from prefect_scenario.emulator.api.errors import ApiError
+from prefect_scenario.emulator.service.config import EmulatorConfig
 
 # The literal value the API accepts for public resources (models, public assets).
 PUBLIC_AUTH_TOKEN = "public-auth-token"

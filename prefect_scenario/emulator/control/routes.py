@@ -10,11 +10,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from prefect_scenario.emulator.clock import iso_utc
-from prefect_scenario.emulator.deps import get_state
-from prefect_scenario.emulator.faults import FaultRule
-from prefect_scenario.emulator.http_errors import bad_request
-from prefect_scenario.emulator.paths import CONTROL_PREFIX
+from prefect_scenario.emulator.api.deps import get_state
+from prefect_scenario.emulator.api.errors import bad_request
+from prefect_scenario.emulator.api.paths import CONTROL_PREFIX
+from prefect_scenario.emulator.service.clock import iso_utc
+from prefect_scenario.emulator.service.faults import FaultRule
 
 router = APIRouter(prefix=CONTROL_PREFIX, include_in_schema=False)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ._errors import MediaError
-from ._media import (
+from prefect_scenario.video import MediaError, VideoProbe, probe_video
+from prefect_scenario.video.media_io import (
     H264,
     AudioCursor,
     AudioSpec,
@@ -24,7 +24,6 @@ from ._media import (
     open_input,
     stream_rate,
 )
-from .probe import VideoProbe, probe_video
 
 # How far (seconds, one standard deviation) a reference image's palette reaches, and how much of
 # the frame it may take over at its own time.

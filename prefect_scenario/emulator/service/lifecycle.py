@@ -9,7 +9,7 @@ dates, and advancing the clock finishes a job without sleeping through it.
 
 from __future__ import annotations
 
-from prefect_scenario.emulator.records import JobRecord
+from prefect_scenario.emulator.service.records import JobRecord
 
 # Progress stays below 1 until the job has really finished, as the API's does.
 MAX_RUNNING_PROGRESS = 0.99

@@ -1,10 +1,11 @@
 """Validation of a generation body against the model's input descriptors.
 
-Generic rules come from the descriptors of :mod:`catalog` (required, types, min/max, integer steps,
-lengths, allowed values, item counts, referenced assets of the right kind within ``maxSize`` and
-``maxDuration``); the rules descriptors cannot say are model-specific (keyframes XOR promptImage,
-one timing per keyframe, times inside the clip). Every refusal names the field, in the reason and
-in ``details.field``, using paths such as ``keyframes[1].seconds``.
+Generic rules come from the descriptors of :mod:`~prefect_scenario.emulator.service.catalog`
+(required, types, min/max, integer steps, lengths, allowed values, item counts, referenced assets
+of the right kind within ``maxSize`` and ``maxDuration``); the rules descriptors cannot say are
+model-specific (keyframes XOR promptImage, one timing per keyframe, times inside the clip). Every
+refusal names the field, in the reason and in ``details.field``, using paths such as
+``keyframes[1].seconds``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prefect_scenario.emulator.http_errors import ApiError, bad_request
+from prefect_scenario.emulator.api.errors import ApiError, bad_request
+from prefect_scenario.emulator.service.records import CheckedBody
 from prefect_scenario.models import ALEPH_MODEL_ID, ModelInput
 
 
@@ -29,16 +31,6 @@ class AssetFacts:
 
 
 AssetLookup = Callable[[str], AssetFacts | None]
-
-
-@dataclass(frozen=True)
-class CheckedBody:
-    """A body that passed validation, with the facts pricing and the fake models need."""
-
-    model_id: str
-    body: dict[str, Any]
-    video_asset_id: str
-    video_seconds: float
 
 
 def validate_body(model_id: str, body: Any, inputs: list[ModelInput], lookup: AssetLookup) -> CheckedBody:

@@ -1,4 +1,7 @@
-"""Route templates shared by the routes, the fault rules and the docs."""
+"""Every URL the app serves: ``/v1``, the file server's paths, and where the control plane sits.
+
+Shared by the routes, the fault middleware (which leaves the control plane alone) and the docs.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""What the emulator stores about jobs, assets and uploads (plain records, no wire form).
+"""What the emulator stores about jobs, assets and uploads (plain records, no wire form), and the
+validated generation body the service prices and runs.
 
-The wire form is built from these by :mod:`prefect_scenario.emulator.wire`; keeping the two apart
-lets the lifecycle and the routes work on typed fields instead of nested dicts.
+The wire form is built from these by :mod:`prefect_scenario.emulator.api.wire`; keeping the two
+apart lets the lifecycle and the routes work on typed fields instead of nested dicts.
 """
 
 from __future__ import annotations
@@ -30,6 +31,16 @@ class AssetRecord:
     parent_job_id: str | None = None
     model_id: str | None = None
     status: str = "success"
+
+
+@dataclass(frozen=True)
+class CheckedBody:
+    """A body that passed validation, with the facts pricing and the fake models need."""
+
+    model_id: str
+    body: dict[str, Any]
+    video_asset_id: str
+    video_seconds: float
 
 
 @dataclass

@@ -12,16 +12,16 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from prefect_scenario.emulator import signing
-from prefect_scenario.emulator.auth import require_auth
-from prefect_scenario.emulator.deps import get_state, root_url
-from prefect_scenario.emulator.http_errors import bad_request, not_found
-from prefect_scenario.emulator.ids import new_id
-from prefect_scenario.emulator.media import FileFacts, describe_image
-from prefect_scenario.emulator.paths import file_path
-from prefect_scenario.emulator.records import AssetRecord
-from prefect_scenario.emulator.state import EmulatorState
-from prefect_scenario.emulator.wire import asset_wire
+from prefect_scenario.emulator.api.auth import require_auth
+from prefect_scenario.emulator.api.deps import get_state, root_url
+from prefect_scenario.emulator.api.errors import bad_request, not_found
+from prefect_scenario.emulator.api.paths import file_path
+from prefect_scenario.emulator.api.wire import asset_wire
+from prefect_scenario.emulator.service import signing
+from prefect_scenario.emulator.service.ids import new_id
+from prefect_scenario.emulator.service.media import FileFacts, describe_image
+from prefect_scenario.emulator.service.records import AssetRecord
+from prefect_scenario.emulator.service.state import EmulatorState
 
 router = APIRouter(dependencies=[Depends(require_auth)])
 

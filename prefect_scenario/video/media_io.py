@@ -1,7 +1,10 @@
-"""PyAV plumbing shared by the video modules: reading frames, writing files, moving audio.
+"""PyAV primitives for reading frames, writing files and moving audio.
 
-Everything here streams: frames are decoded and encoded one at a time, and audio goes through a
-small FIFO, so memory stays flat whatever the length of the clip.
+The video modules build on these, and so do the emulator's fake models
+(:mod:`prefect_scenario.emulator.service.fakes`): which is why this module is public while the
+package's ``__all__`` lists only the operations the product calls. Everything here streams: frames
+are decoded and encoded one at a time, and audio goes through a small FIFO, so memory stays flat
+whatever the length of the clip.
 """
 
 from __future__ import annotations

@@ -19,11 +19,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from prefect_scenario.emulator import lifecycle
-from prefect_scenario.emulator.clock import EmulatorClock, iso_utc
-from prefect_scenario.emulator.config import EmulatorConfig
-from prefect_scenario.emulator.faults import FaultRule
-from prefect_scenario.emulator.records import AssetRecord, JobRecord, UploadRecord, WorkResult
+from prefect_scenario.emulator.service import lifecycle
+from prefect_scenario.emulator.service.clock import EmulatorClock, iso_utc
+from prefect_scenario.emulator.service.config import EmulatorConfig
+from prefect_scenario.emulator.service.faults import FaultRule
+from prefect_scenario.emulator.service.records import AssetRecord, JobRecord, UploadRecord, WorkResult
 
 # Where files go under storage_dir: assembled uploads and image assets, upload parts, model outputs.
 STORAGE_SUBDIRS = ("assets", "uploads", "work")
@@ -73,6 +73,8 @@ class EmulatorState:
         self._counters: Counter[str] = Counter()
         self._requests: Counter[str] = Counter()
         self._faults_fired: Counter[str] = Counter()
+        # The client (host, port) of every API request: each is one TCP connection of a client.
+        self._connections: set[tuple[str, int]] = set()
         self._max_jobs_in_flight = 0
         self._job_seq = 0
         self._work_pool: ThreadPoolExecutor | None = None
@@ -163,6 +165,7 @@ class EmulatorState:
             self._counters.clear()
             self._requests.clear()
             self._faults_fired.clear()
+            self._connections.clear()
             self._max_jobs_in_flight = 0
             self.rng = random.Random(self.config.seed)
             self.clock.reset()
@@ -175,10 +178,12 @@ class EmulatorState:
         with self.lock:
             self._counters[name] += amount
 
-    def count_request(self, route_key: str) -> None:
-        """Count one request of ``"METHOD /template"``."""
+    def count_request(self, route_key: str, client: tuple[str, int] | None = None) -> None:
+        """Count one request of ``"METHOD /template"``, and the connection ``client`` sent it on."""
         with self.lock:
             self._requests[route_key] += 1
+            if client is not None:
+                self._connections.add(client)
 
     def stats(self) -> dict[str, Any]:
         """The counters as served by ``GET /_emulator/stats``."""
@@ -191,6 +196,8 @@ class EmulatorState:
                 "assets_created": self._counters["assets_created"],
                 "dry_runs": self._counters["dry_runs"],
                 "jobs_failed_by_faults": self._counters["jobs_failed_by_faults"],
+                # Distinct client connections the API was used over: how well clients reuse them.
+                "connections": len(self._connections),
                 "requests": dict(sorted(self._requests.items())),
                 "faults_fired": dict(sorted(self._faults_fired.items())),
                 "jobs_in_flight": in_flight,

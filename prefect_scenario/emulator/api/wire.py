@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect_scenario.emulator import lifecycle
-from prefect_scenario.emulator.clock import iso_utc
-from prefect_scenario.emulator.config import EmulatorConfig
-from prefect_scenario.emulator.records import AssetRecord, JobRecord, UploadRecord
+from prefect_scenario.emulator.service import lifecycle
+from prefect_scenario.emulator.service.clock import iso_utc
+from prefect_scenario.emulator.service.config import EmulatorConfig
+from prefect_scenario.emulator.service.records import AssetRecord, JobRecord, UploadRecord
 from prefect_scenario.models import (
     AssetMetadata,
     AssetProperties,
