@@ -61,10 +61,10 @@ def _trace() -> None:
     import contextlib
     import time
 
-    from prefect_scenario import concurrency
+    from prefect_scenario import clip_source, concurrency, job_labels
     from prefect_scenario.client import assets, generate, jobs, uploads
-    from prefect_scenario.flows import _common, batch
-    from prefect_scenario.tasks import _runtime, download, submit, upload, wait
+    from prefect_scenario.flows import _batch, _job
+    from prefect_scenario.tasks import download, submit, upload, wait
 
     for owner, attribute, name in (
         (generate.GenerateAPI, "estimate", "client.generate.estimate"),
@@ -78,11 +78,10 @@ def _trace() -> None:
         (wait, "acreate_progress_artifact", "acreate_progress_artifact (wait)"),
         (wait, "aupdate_progress_artifact", "aupdate_progress_artifact (wait)"),
         (submit, "flow_run_job_ids", "flow_run_job_ids"),
-        (batch, "check_video", "check_video"),
-        (_common, "check_video", "check_video (common)"),
+        (clip_source.ClipSource, "fetch", "ClipSource.fetch"),
         (upload, "resolve_credentials", "resolve_credentials (upload)"),
         (download, "stored_object_info", "stored_object_info"),
-        (_runtime, "record_job_on_flow_run", "record_job_on_flow_run (runtime)"),
+        (job_labels, "record_job_on_flow_run", "record_job_on_flow_run (labels)"),
     ):
         setattr(owner, attribute, _timed(name, getattr(owner, attribute)))
 
@@ -101,14 +100,15 @@ def _trace() -> None:
 
     concurrency.SlotPool.slot = slot  # type: ignore[method-assign]
     # The whole task call as the batch awaits it (Prefect's engine included), beside its body.
-    for task_name in ("upload_video", "wait_inline", "download_outputs"):
-        setattr(batch, task_name, _timed(f"{task_name} call", getattr(batch, task_name)))
-    original_submit_with_options = batch.submit_job.with_options
+    _batch.upload_video = _timed("upload_video call", _batch.upload_video)  # type: ignore[assignment]
+    for task_name in ("wait_inline", "download_outputs"):
+        setattr(_job, task_name, _timed(f"{task_name} call", getattr(_job, task_name)))
+    original_submit_with_options = _job.submit_job.with_options
 
     def submit_with_options(*args: Any, **kwargs: Any) -> Any:
         return _timed("submit_job call", original_submit_with_options(*args, **kwargs))
 
-    batch.submit_job = type(  # type: ignore[assignment]
+    _job.submit_job = type(  # type: ignore[assignment]
         "TracedSubmit", (), {"with_options": staticmethod(submit_with_options)}
     )()
 

@@ -7,8 +7,15 @@ and results never carry them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import os
+import threading
+import weakref
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from prefect.blocks.abstract import CredentialsBlock
 from pydantic import ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -117,12 +124,29 @@ class ScenarioCredentials(CredentialsBlock):
     def get_client(self, **overrides: Any) -> ScenarioClient:
         """An async Scenario client for these credentials (use it as an async context manager).
 
+        Without overrides, inside a running event loop, the client is shared: one per credentials
+        and event loop, as prefect-aws caches its boto clients per block. Every task of a flow run
+        then reuses one connection pool; leaving ``async with`` does not close a shared client (it
+        is closed when its event loop shuts down). With overrides, the client is new and the caller's.
+
         Args:
             **overrides: other ``ScenarioClient`` arguments (``timeout``, ``retry``, ``polling``,
                 ``transport``), or a replacement ``base_url``/``project_id``.
 
         Returns:
             A ``ScenarioClient``.
+        """
+        if not overrides:
+            shared = _shared_client(self)
+            if shared is not None:
+                return shared
+        return self.new_client(**overrides)
+
+    def new_client(self, **overrides: Any) -> ScenarioClient:
+        """A client of the caller's own (closed when its ``async with`` ends), never shared.
+
+        Args:
+            **overrides: as :meth:`get_client`.
         """
         from prefect_scenario.client import ScenarioClient
 
@@ -173,12 +197,124 @@ def _present(value: SecretStr | None) -> bool:
     return value is not None and bool(value.get_secret_value())
 
 
-async def resolve_credentials(credentials: ScenarioCredentials | str | None) -> ScenarioCredentials:
-    """Turn what a flow was given into credentials.
+# -- one client per (credentials, event loop) ------------------------------------------------------
+
+# Loop -> {identity: client}. Weak on the loop: a closed, collected loop takes its clients along.
+_SHARED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, ScenarioClient]] = (
+    weakref.WeakKeyDictionary()
+)
+_SHARED_LOCK = threading.Lock()
+
+
+def _identity(credentials: ScenarioCredentials) -> str:
+    """What makes two credentials the same client: endpoint, project and a digest of the secrets.
+
+    The digest never leaves this process's memory (it keys a dict); it keeps two API keys on one
+    project from sharing a client.
+    """
+    secrets = "|".join(
+        value.get_secret_value() if value is not None else ""
+        for value in (credentials.api_key, credentials.api_secret, credentials.bearer_token)
+    )
+    digest = hashlib.sha256(secrets.encode()).hexdigest()
+    return f"{credentials.cache_scope()}|{digest}"
+
+
+def _shared_client(credentials: ScenarioCredentials) -> ScenarioClient | None:
+    """The running loop's client for ``credentials`` (made on first use); None outside a loop."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    key = _identity(credentials)
+    with _SHARED_LOCK:
+        clients = _SHARED.setdefault(loop, {})
+        client = clients.get(key)
+        if client is None:
+            client = credentials.new_client()
+            client.shared = True
+            clients[key] = client
+            if len(clients) == 1:
+                _close_with_the_loop(loop)
+    return client
+
+
+def _close_with_the_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Close the loop's shared clients when it shuts down (``asyncio.run`` finalizes async generators).
+
+    An async generator started here is finalized by the loop's ``shutdown_asyncgens``; its
+    ``finally`` closes the clients while the loop can still run the close. A loop that is never shut
+    down that way drops its connections when it is collected.
+    """
+
+    async def closer() -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            with _SHARED_LOCK:
+                clients = list(_SHARED.pop(loop, {}).values())
+            for client in clients:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+    generator = closer()
+    started: asyncio.Future[None] = asyncio.ensure_future(generator.__anext__(), loop=loop)
+    _STARTED_CLOSERS.add(started)
+    started.add_done_callback(_STARTED_CLOSERS.discard)
+    _CLOSERS[loop] = generator
+
+
+# Strong references: a started closer must not be collected before its loop shuts down.
+_CLOSERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncIterator[None]] = (
+    weakref.WeakKeyDictionary()
+)
+_STARTED_CLOSERS: set[asyncio.Future[None]] = set()
+
+
+def shared_clients_count() -> int:
+    """How many shared clients the running loop holds (0 outside a loop): for diagnostics."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return 0
+    return len(_SHARED.get(loop, {}))
+
+
+BLOCK_TYPE_PREFIX = "scenario-credentials/"
+
+
+def _block_name(value: str) -> str:
+    """A saved block's name, given as ``my-creds`` or ``scenario-credentials/my-creds``."""
+    return value.split("/", 1)[1] if value.startswith(BLOCK_TYPE_PREFIX) else value
+
+
+def _block_document_id(value: dict[str, Any]) -> str | None:
+    """The block document id of a flow parameter Prefect stored as a reference (``{"$ref": …}``)."""
+    reference = value.get("$ref")
+    document_id = reference.get("block_document_id") if isinstance(reference, dict) else None
+    return str(document_id) if document_id else None
+
+
+def _wrong_kind(credentials: object) -> ScenarioConfigError:
+    kind = type(credentials).__name__
+    return ScenarioConfigError(
+        f"credentials must be a ScenarioCredentials block, a block name or None, not {kind}"
+    )
+
+
+async def resolve_credentials(
+    credentials: ScenarioCredentials | str | dict[str, Any] | None,
+) -> ScenarioCredentials:
+    """Turn what a flow was given into credentials: the one resolver of the package.
+
+    Flows call it once at their door and hand the result to every task; the cancel hook calls it
+    on the flow run's parameter.
 
     Args:
         credentials: a ``ScenarioCredentials`` instance (used as is), the name of a saved block
-            (loaded), or None (read from the environment, see :meth:`ScenarioCredentials.from_env`).
+            (loaded; ``scenario-credentials/<name>`` works too), a block reference as Prefect stores
+            a block parameter (``{"$ref": {"block_document_id": …}}``), or None (read from the
+            environment, see :meth:`ScenarioCredentials.from_env`).
 
     Raises:
         ScenarioConfigError: nothing usable was found; the message says what to set.
@@ -188,16 +324,45 @@ async def resolve_credentials(credentials: ScenarioCredentials | str | None) -> 
     if credentials is None:
         return ScenarioCredentials.from_env()
     if isinstance(credentials, str):
-        name = (
-            credentials.split("/", 1)[1] if credentials.startswith("scenario-credentials/") else credentials
-        )
+        name = _block_name(credentials)
         try:
             return await ScenarioCredentials.aload(name)
         except ValueError as exc:
             raise ScenarioConfigError(
                 f"No ScenarioCredentials block named {name!r} ({exc}): {_WHAT_TO_SET}."
             ) from None
-    kind = type(credentials).__name__
-    raise ScenarioConfigError(
-        f"credentials must be a ScenarioCredentials block, a block name or None, not {kind}"
-    )
+    if isinstance(credentials, dict):
+        document_id = _block_document_id(credentials)
+        if document_id is None:
+            raise _wrong_kind(credentials)
+        from prefect.client.orchestration import get_client
+
+        async with get_client() as client:
+            document = await client.read_block_document(UUID(document_id), include_secrets=True)
+        block = ScenarioCredentials._from_block_document(document)
+        if not isinstance(block, ScenarioCredentials):
+            raise _wrong_kind(block)
+        return block
+    raise _wrong_kind(credentials)
+
+
+def resolve_credentials_sync(credentials: ScenarioCredentials | str | None) -> ScenarioCredentials:
+    """:func:`resolve_credentials` for synchronous callers (a cache policy computing its key).
+
+    Raises:
+        ScenarioConfigError: as :func:`resolve_credentials`.
+    """
+    if isinstance(credentials, ScenarioCredentials):
+        return credentials
+    if credentials is None:
+        return ScenarioCredentials.from_env()
+    if isinstance(credentials, str):
+        name = _block_name(credentials)
+        try:
+            loaded: ScenarioCredentials = ScenarioCredentials.load(name, _sync=True)  # type: ignore[call-arg,assignment]
+        except ValueError as exc:
+            raise ScenarioConfigError(
+                f"No ScenarioCredentials block named {name!r} ({exc}): {_WHAT_TO_SET}."
+            ) from None
+        return loaded
+    raise _wrong_kind(credentials)

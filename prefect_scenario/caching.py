@@ -31,6 +31,7 @@ from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 from prefect.utilities.hashing import hash_objects
 
+from prefect_scenario.models import is_asset_id
 from prefect_scenario.storage import (
     FileDigest,
     discard,
@@ -44,23 +45,11 @@ JOB_NAMESPACE = "prefect-scenario/job/v1"
 DOWNLOAD_NAMESPACE = "prefect-scenario/download/v1"
 
 
-def is_asset_id(value: object) -> bool:
-    """True for a Scenario asset id (``asset_…``), which needs no upload."""
-    return isinstance(value, str) and value.startswith("asset_") and "/" not in value and len(value) > 6
-
-
 def credentials_scope(credentials: Any) -> str:
     """The cache scope of whatever a task was given as credentials (an instance, a block name, None)."""
-    from prefect_scenario.blocks import ScenarioCredentials
+    from prefect_scenario.blocks import resolve_credentials_sync
 
-    if isinstance(credentials, ScenarioCredentials):
-        return credentials.cache_scope()
-    if credentials is None:
-        return ScenarioCredentials.from_env().cache_scope()
-    if isinstance(credentials, str):
-        loaded: ScenarioCredentials = ScenarioCredentials.load(credentials, _sync=True)  # type: ignore[call-arg,assignment]
-        return loaded.cache_scope()
-    raise TypeError(f"credentials of type {type(credentials).__name__} have no cache scope")
+    return resolve_credentials_sync(credentials).cache_scope()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,8 +236,8 @@ def job_request_key(model_id: str, body: Any, scope: str, flow_run_id: str | Non
     return key
 
 
-def current_flow_run_id(task_ctx: TaskRunContext | None) -> str | None:
-    """The flow run a task run belongs to (its own id when it runs without a flow)."""
+def cache_run_id(task_ctx: TaskRunContext | None) -> str | None:
+    """The run a per-run cache key is scoped to: the task run's flow run (its own id without a flow)."""
     if task_ctx is None:
         return None
     run_id = task_ctx.task_run.flow_run_id or task_ctx.task_run.id
@@ -271,7 +260,7 @@ class JobRequestPolicy(CachePolicy):
         flow_parameters: dict[str, Any],
         **kwargs: Any,
     ) -> str | None:
-        run_id = None if inputs.get("reuse_across_runs") else current_flow_run_id(task_ctx)
+        run_id = None if inputs.get("reuse_across_runs") else cache_run_id(task_ctx)
         return job_request_key(
             str(inputs["model_id"]),
             inputs["body"],

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from cyclopts import App, Parameter
 
+from prefect_scenario.formatting import format_units
+
 if TYPE_CHECKING:
     from prefect_scenario.flows.result import ScenarioRunResult
 
@@ -79,7 +81,8 @@ def layers(
     """
 
     def check() -> None:
-        from prefect_scenario.validation import is_asset_id, validate_layers_inputs
+        from prefect_scenario.models import is_asset_id
+        from prefect_scenario.validation import validate_layers_inputs
 
         validate_layers_inputs(None if is_asset_id(video) else Path(video), instruction, max_layers)
 
@@ -159,10 +162,10 @@ def edit(
     parsed: dict[str, Any] = {}
 
     def check() -> None:
+        from prefect_scenario.models import is_asset_id
         from prefect_scenario.validation import (
             KeyframeSpec,
             PromptImageSpec,
-            is_asset_id,
             plan_aleph_clip,
             validate_aleph_inputs,
         )
@@ -288,7 +291,7 @@ def _report(result: ScenarioRunResult, out: Path) -> None:
     chunks = f" for {len(result.chunks)} chunks" if result.chunks else ""
     if result.is_dry_run:
         print(
-            f"{name} would cost about {_units(result.estimated_creative_units)} creative units{chunks} "
+            f"{name} would cost about {format_units(result.estimated_creative_units)} creative units{chunks} "
             "(dry run: nothing was submitted, nothing was spent)"
         )
         return
@@ -299,17 +302,17 @@ def _report(result: ScenarioRunResult, out: Path) -> None:
     if result.chunks:
         print(
             f"{name}: {len(result.chunks)} chunk jobs ({origin if result.reused else 'new jobs'}) stitched "
-            f"into one video, {_units(result.creative_units_cost)} creative units"
+            f"into one video, {format_units(result.creative_units_cost)} creative units"
         )
         for chunk in result.chunks:
             print(
                 f"  chunk {chunk.index}: {chunk.start_seconds:.2f}-{chunk.end_seconds:.2f} s, "
-                f"Scenario job {chunk.job_id}, {_units(chunk.creative_units_cost)} creative units"
+                f"Scenario job {chunk.job_id}, {format_units(chunk.creative_units_cost)} creative units"
             )
     else:
         print(
             f"{name}: Scenario job {result.job_id} ({origin}), {len(result.outputs)} output(s), "
-            f"{_units(result.creative_units_cost)} creative units"
+            f"{format_units(result.creative_units_cost)} creative units"
         )
     for output in result.outputs:
         print(f"  {output.location}  {output.mime_type}  {output.size} bytes  sha256 {output.sha256[:16]}…")
@@ -322,12 +325,6 @@ def _report(result: ScenarioRunResult, out: Path) -> None:
     if result.preview:
         print(f"preview:  {result.preview}")
     print(f"manifest: {manifest}")
-
-
-def _units(value: float | None) -> str:
-    if value is None:
-        return "an unknown number of"
-    return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 class _NoExpectedTracebacks(logging.Formatter):

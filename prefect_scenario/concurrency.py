@@ -19,17 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import Task
 from prefect.client.schemas.objects import State, TaskRun
-from prefect.exceptions import MissingContextError
-from prefect.logging import get_logger, get_run_logger
 
 from prefect_scenario.errors import RateLimitError
+from prefect_scenario.run_context import run_logger
 
 DEFAULT_LIMIT_NAME = "scenario-custom-jobs"
 # Scenario plans start at a couple of parallel custom jobs: a small default refuses nothing that a
@@ -51,15 +49,6 @@ CEILING_MAX_RETRIES = len(CEILING_RETRY_DELAYS) + int(CEILING_MAX_WAIT_SECONDS /
 SLOT_LEASE_SECONDS = 60.0
 # A clip that waits this long for a slot says what it waits for.
 SLOT_WAIT_NOTICE_SECONDS = 5.0
-
-_module_logger = get_logger("prefect_scenario.concurrency")
-
-
-def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return _module_logger
 
 
 async def ensure_global_concurrency_limit(name: str, limit: int) -> int | None:
@@ -84,7 +73,7 @@ async def ensure_global_concurrency_limit(name: str, limit: int) -> int | None:
 
     if limit < 1:
         raise ValueError(f"concurrency_limit must be at least 1, got {limit}")
-    logger = _logger()
+    logger = run_logger()
     async with get_client() as client:
         try:
             existing = await client.read_global_concurrency_limit_by_name(name)
@@ -126,6 +115,21 @@ async def ensure_global_concurrency_limit(name: str, limit: int) -> int | None:
     return int(existing.limit)
 
 
+async def existing_limit_size(name: str | None) -> int | None:
+    """The size of the global concurrency limit ``name`` when it exists and is active, else None."""
+    if not name:
+        return None
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    async with get_client() as client:
+        try:
+            limit = await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            return None
+    return int(limit.limit) if limit.active else None
+
+
 @contextlib.asynccontextmanager
 async def job_slot(name: str | None) -> AsyncIterator[None]:
     """Hold one slot of the global concurrency limit ``name`` (nothing when ``name`` is None).
@@ -165,7 +169,7 @@ async def _say_what_the_wait_is_for(name: str) -> None:
         async with get_client() as client:
             limit = await client.read_global_concurrency_limit_by_name(name)
         held = f" ({limit.active_slots} of {limit.limit} slot(s) taken)"
-    _logger().info(
+    run_logger().info(
         "Waiting for a slot of the global concurrency limit %r%s: held by running Scenario jobs, or by a "
         "run that died, whose lease lapses within %.0f s",
         name,
@@ -198,6 +202,9 @@ class SlotPool:
     the limit, so other flow runs waiting on the same limit get their turn. At most ``size`` slots
     are held or asked for at once: the batch's clips queue here, not by polling the server.
 
+    With ``name`` None there is no limit on the server: ``size`` (if any) bounds the pool's jobs in
+    this process only.
+
     Use ``async with SlotPool(name, size) as pool:`` around the batch (or call :meth:`aclose`) and
     ``async with pool.slot():`` around each job; leaving the pool gives every slot back.
     """
@@ -215,6 +222,9 @@ class SlotPool:
         self._holders: set[asyncio.Task[None]] = set()  # closed lanes' too, until they released
         # Waiting clips get a lane (handed over) or None (a place is theirs: acquire a slot).
         self._waiting: list[asyncio.Future[_Lane | None]] = []
+        # Without a limit on the server, a size still bounds this pool's jobs (a split edit's
+        # max_parallel_chunks), here in the process.
+        self._local = asyncio.Semaphore(size) if name is None and size else None
 
     async def __aenter__(self) -> SlotPool:
         return self
@@ -232,8 +242,16 @@ class SlotPool:
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold a slot for one job: one handed over, a new one, or the next one given back."""
-        if self.name is None or not self.size:
-            # No limit, or an inactive one (it bounds nothing).
+        if self.name is None:
+            # No limit on the server: only this pool's own bound, when it has one.
+            if self._local is None:
+                yield
+                return
+            async with self._local:
+                yield
+            return
+        if not self.size:
+            # An inactive limit: it bounds nothing.
             async with job_slot(self.name):
                 yield
             return
@@ -367,7 +385,7 @@ class CeilingWatch:
         self.refusals += 1
         if exc.action_limit is not None:
             self.api_ceiling = exc.action_limit
-        logger = _logger()
+        logger = run_logger()
         ceiling = f" (ceiling: {exc.action_limit})" if exc.action_limit is not None else ""
         logger.info(
             "Scenario refused the submit: %s%s. Nothing was created; waiting for a slot to free up.",

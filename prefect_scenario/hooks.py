@@ -20,7 +20,7 @@ from typing import Any
 
 from prefect_scenario.blocks import ScenarioCredentials, resolve_credentials
 from prefect_scenario.errors import BadRequestError, ScenarioError
-from prefect_scenario.tasks._runtime import job_ids_from_labels
+from prefect_scenario.job_labels import job_ids_from_labels
 
 
 def _logger(flow: Any, flow_run: Any) -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
@@ -48,22 +48,7 @@ async def _fresh_labels(flow_run: Any) -> dict[str, Any]:
 
 async def _credentials_for(flow_run: Any) -> ScenarioCredentials:
     parameter = (getattr(flow_run, "parameters", None) or {}).get("credentials")
-    if isinstance(parameter, ScenarioCredentials):
-        return parameter
-    if isinstance(parameter, str) and parameter:
-        return await resolve_credentials(parameter)
-    if isinstance(parameter, dict):
-        reference = parameter.get("$ref")
-        document_id = reference.get("block_document_id") if isinstance(reference, dict) else None
-        if document_id:
-            from prefect.client.orchestration import get_client
-
-            async with get_client() as client:
-                document = await client.read_block_document(document_id, include_secrets=True)
-            block = ScenarioCredentials._from_block_document(document)
-            if isinstance(block, ScenarioCredentials):
-                return block
-    return await resolve_credentials(None)
+    return await resolve_credentials(parameter or None)
 
 
 async def cancel_remote_jobs(flow: Any, flow_run: Any, state: Any) -> None:

@@ -38,6 +38,23 @@ LAYERS_MIN_LAYERS = 1
 LAYERS_MAX_LAYERS = 10
 LAYERS_DEFAULT_LAYERS = 6
 
+ASSET_ID_PREFIX = "asset_"
+
+
+def is_asset_id(value: object) -> bool:
+    """True for a Scenario asset id (``asset_…``): a clip or image already on Scenario, no upload needed.
+
+    The one test of the package: a path such as ``asset_2025/clip.mp4`` (a folder named like an
+    asset) is a file, not an asset id.
+    """
+    return (
+        isinstance(value, str)
+        and value.startswith(ASSET_ID_PREFIX)
+        and len(value) > len(ASSET_ID_PREFIX)
+        and "/" not in value
+        and "\\" not in value
+    )
+
 
 class WireModel(BaseModel):
     """Base of every response model: camelCase on the wire, extra fields kept."""

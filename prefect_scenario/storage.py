@@ -6,6 +6,10 @@ through their streaming methods (prefect-aws ``S3Bucket``: ``adownload_object_to
 ``aupload_from_path``, which boto3 turns into a multipart transfer; a ``LocalFileSystem`` is just a
 directory), and only other blocks fall back to whole-file reads and writes.
 
+Storage blocks given to a flow by name (``s3-bucket/incoming``) are loaded here
+(:func:`load_storage`), and a folder or key prefix of clips is listed here (:func:`find_videos`):
+the LocalFileSystem / S3Bucket / other-block ladder lives in this one module.
+
 Everything here is about bytes and paths: no Scenario API, no secrets.
 """
 
@@ -13,19 +17,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import hashlib
 import inspect
 import json
 import mimetypes
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from prefect.blocks.core import Block
 from prefect.filesystems import LocalFileSystem, ReadableFileSystem, WritableFileSystem
 
+from prefect_scenario.errors import InputValidationError
 from prefect_scenario.workfiles import is_scratch_dir, part_path_beside, scratch_dir
 
 CHUNK_SIZE = 1024 * 1024
@@ -361,3 +368,134 @@ def s3_location(storage: Any, relative_path: str, destination: str | Path) -> st
     """``s3://bucket/key`` for ``destination/relative_path`` in an ``S3Bucket``."""
     bucket_key = storage._join_bucket_folder(_join(str(destination), _check_relative(relative_path)))
     return f"s3://{storage.bucket_name}/{bucket_key}"
+
+
+# -- storage blocks as flow parameters, and listing a folder of clips in one ----------------------
+
+# What a folder listing keeps when no pattern is given.
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".webm", ".mkv"})
+
+
+async def load_storage(value: Block | str | None, *, field: str) -> Block | None:
+    """A storage block given as a block, or as the name of a saved one (``s3-bucket/incoming``).
+
+    A name keeps a deployment's parameters free of secrets: ``prefect.yaml`` can say
+    ``video_storage: s3-bucket/incoming`` where templating the block in would copy its credentials.
+
+    Raises:
+        InputValidationError: the name is not ``<block type slug>/<block name>`` of a saved
+            storage block.
+    """
+    if value is None or isinstance(value, Block):
+        block = value
+    else:
+        if value.count("/") != 1:
+            raise InputValidationError(
+                f"{field} {value!r}: name a saved block as '<block type slug>/<block name>', "
+                "e.g. 's3-bucket/incoming-videos'",
+                field=field,
+            )
+        try:
+            block = await Block.aload(value)
+        except Exception as exc:
+            raise InputValidationError(
+                f"{field} {value!r}: no such saved block ({type(exc).__name__}: {exc}); create it in the "
+                "UI (Blocks) or with prefect-aws, then pass '<block type slug>/<block name>'",
+                field=field,
+            ) from None
+    if block is not None and not isinstance(block, ReadableFileSystem | WritableFileSystem):
+        raise InputValidationError(
+            f"{field}: a {block.get_block_type_slug()} block is not a storage block; use an S3 bucket "
+            "(prefect-aws S3Bucket) or a local file system block",
+            field=field,
+        )
+    return block
+
+
+def _wanted(name: str, pattern: str | None) -> bool:
+    if name.startswith("."):
+        return False
+    if pattern:
+        return fnmatch.fnmatch(name, pattern)
+    return PurePosixPath(name).suffix.lower() in VIDEO_SUFFIXES
+
+
+async def find_videos(
+    videos: Sequence[str] | None,
+    folder: str | None,
+    pattern: str | None,
+    storage: ReadableFileSystem | WritableFileSystem | None,
+) -> list[str]:
+    """The clips of a batch: ``videos`` first, then the folder's clips by name, without repeats.
+
+    A folder is listed one level deep (sub-folders are not entered, so outputs written under it are
+    not picked up again by the next run). Inside an ``S3Bucket`` the folder is a key prefix, with or
+    without a trailing slash (``incoming/`` or ``incoming/2025-06-``).
+
+    Args:
+        videos: clips given one by one (paths, paths inside ``storage``, or asset ids).
+        folder: a local directory, or a folder / key prefix inside ``storage``.
+        pattern: a glob on file names (``take-*.mov``); default: .mp4, .mov, .m4v, .webm, .mkv.
+        storage: the block holding the clips (``S3Bucket``, ``LocalFileSystem``), if any.
+
+    Returns:
+        The clips, in batch order.
+
+    Raises:
+        InputValidationError: neither videos nor folder, a folder that does not exist, or a block
+            that cannot be listed.
+    """
+    if not videos and folder is None:
+        raise InputValidationError("give the clips: a list of videos, or a folder (or S3 prefix) to list")
+    found: list[str] = []
+    seen: set[str] = set()
+    listed = await _list_folder(folder, pattern, storage) if folder is not None else []
+    for video in [*(videos or []), *listed]:
+        if video not in seen:
+            seen.add(video)
+            found.append(video)
+    return found
+
+
+async def _list_folder(
+    folder: str, pattern: str | None, storage: ReadableFileSystem | WritableFileSystem | None
+) -> list[str]:
+    if storage is None:
+        return await asyncio.to_thread(_list_local, Path(folder), folder, pattern, absolute=True)
+    if isinstance(storage, LocalFileSystem):
+        base = storage._resolve_path(folder)
+        return await asyncio.to_thread(_list_local, Path(base), folder, pattern, absolute=False)
+    if is_s3_bucket(storage):
+        return await _list_s3(storage, folder, pattern)
+    raise InputValidationError(
+        f"cannot list a folder inside a {storage.get_block_type_slug()} block: use an S3Bucket or a "
+        "LocalFileSystem block, or give the clips as a list of videos",
+        field="folder",
+    )
+
+
+def _list_local(directory: Path, folder: str, pattern: str | None, *, absolute: bool) -> list[str]:
+    directory = directory.expanduser()
+    if not directory.is_dir():
+        raise InputValidationError(f"folder {folder!r} is not a directory ({directory})", field="folder")
+    names = sorted(e.name for e in directory.iterdir() if e.is_file() and _wanted(e.name, pattern))
+    if absolute:
+        return [str(directory.resolve() / name) for name in names]
+    # Inside a LocalFileSystem block, paths stay relative to the block's base path.
+    return [str(PurePosixPath(folder) / name) if folder else name for name in names]
+
+
+async def _list_s3(storage: Any, prefix: str, pattern: str | None) -> list[str]:
+    objects: list[dict[str, Any]] = await storage.alist_objects(folder=prefix)
+    # Keys come back with the block's bucket_folder in front; the block adds it again when reading.
+    base = str(getattr(storage, "bucket_folder", "") or "").strip("/")
+    full_prefix = storage._join_bucket_folder(prefix) if prefix else (base + "/" if base else "")
+    keys: list[str] = []
+    for item in objects:
+        key = str(item.get("Key", ""))
+        rest = key[len(full_prefix) :].lstrip("/") if key.startswith(full_prefix) else None
+        # One level only: a key with a "/" past the prefix lives in a sub-folder.
+        if not rest or "/" in rest or not _wanted(rest, pattern):
+            continue
+        keys.append(key[len(base) + 1 :] if base and key.startswith(base + "/") else key)
+    return sorted(keys)

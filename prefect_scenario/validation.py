@@ -27,6 +27,7 @@ from prefect_scenario.models import (
     ALEPH_MAX_VIDEO_SECONDS,
     LAYERS_MAX_LAYERS,
     LAYERS_MIN_LAYERS,
+    is_asset_id,
 )
 
 _MIB = 1024 * 1024
@@ -40,11 +41,6 @@ ClipHandling = Literal["as_is", "fit", "split"]
 _WORD = re.compile(r"[^\W\d_]{2,}")
 # A prompt must hold at least one letter (one character is a word in some scripts).
 _LETTER = re.compile(r"[^\W\d_]")
-
-
-def is_asset_id(value: str | Path) -> bool:
-    """True when ``value`` names an existing Scenario asset rather than a file."""
-    return isinstance(value, str) and value.startswith("asset_")
 
 
 class KeyframeSpec(BaseModel):

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 os.environ["PREFECT_SCENARIO_TEST_DIR"] = tempfile.mkdtemp(prefix="prefect-scenario-tests-")
 os.environ["PREFECT_HOME"] = os.path.join(os.environ["PREFECT_SCENARIO_TEST_DIR"], "home")
@@ -170,18 +172,59 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class _RequestLog:
+    """Every request moto's server answered, as (method, path): the bucket side of a test's reads."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    def wrap(self, app: Any) -> Any:
+        def logged(environ: dict[str, Any], start_response: Any) -> Any:
+            with self._lock:
+                self.requests.append((str(environ.get("REQUEST_METHOD")), str(environ.get("PATH_INFO"))))
+            return app(environ, start_response)
+
+        return logged
+
+
+MOTO_LOG = _RequestLog()
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
-    """moto's S3 server on a free loopback port; yields its endpoint URL."""
-    from moto.server import ThreadedMotoServer
+    """moto's S3 server on a free loopback port, its requests logged; yields its endpoint URL."""
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    class LoggedMotoServer(ThreadedMotoServer):
+        def _server_entry(self) -> None:
+            app = MOTO_LOG.wrap(DomainDispatcherApplication(create_backend_app))
+            self._server = make_server(
+                self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
+            )
+            self._server_ready_event.set()
+            self._server.serve_forever()
 
     port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = LoggedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture
+def moto_requests(moto_server: str) -> list[tuple[str, str]]:
+    """The (method, path) of every request moto's server answers from now on (clear it to restart)."""
+    MOTO_LOG.requests.clear()
+    return MOTO_LOG.requests
 
 
 @pytest.fixture

@@ -103,6 +103,9 @@ class ScenarioClient:
         self.jobs = JobsAPI(self._http, polling)
         self.generate = GenerateAPI(self._http, self.jobs)
         self.models = ModelsAPI(self._http)
+        # A shared client (one per credentials and event loop, see ScenarioCredentials.get_client)
+        # outlives each ``async with``: only aclose() closes it.
+        self.shared = False
 
     @property
     def base_url(self) -> str:
@@ -130,8 +133,9 @@ class ScenarioClient:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Closes the HTTP client."""
-        await self.aclose()
+        """Closes the HTTP client, unless the client is shared (then its owner closes it)."""
+        if not self.shared:
+            await self.aclose()
 
     async def aclose(self) -> None:
         """Closes the HTTP client; a later call opens a new one."""

@@ -1,8 +1,9 @@
-"""The part every generation flow shares: estimate, submit once, wait, store the outputs, report.
+"""The part every single-clip flow shares: its one job through the paid path, then the report.
 
 A flow module (``layers``, ``aleph``) checks its inputs locally, uploads them and builds the model's
-request body; :func:`run_generation` does the rest, in the same order and with the same safety for
-every model:
+request body; :func:`run_generation` runs the job through :class:`~prefect_scenario.flows._job.JobRunner`
+(the paid path every flow shares) and reports, in the same order and with the same safety for every
+model:
 
 * the estimate is a dry run (free); with ``dry_run`` the flow stops there;
 * ``submit_job`` is the only paid step. It is cached per flow run (a flow retry gets its job back)
@@ -14,175 +15,38 @@ every model:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
-from prefect.client.schemas.objects import State
-from prefect.context import FlowRunContext
-from prefect.filesystems import ReadableFileSystem, WritableFileSystem
+from prefect.filesystems import WritableFileSystem
 from prefect.logging import get_run_logger
 
 from prefect_scenario.blocks import ScenarioCredentials
-from prefect_scenario.concurrency import (
-    CEILING_MAX_RETRIES,
-    CEILING_RETRY_DELAYS,
-    CEILING_RETRY_JITTER,
-    CeilingWatch,
-)
-from prefect_scenario.errors import BudgetExceededError, MediaError
+from prefect_scenario.budget import check_budget
+from prefect_scenario.flows._job import JobRunner
+from prefect_scenario.flows._stopwatch import Stopwatch
+from prefect_scenario.flows.layers_review import Preview
 from prefect_scenario.flows.reporting import (
     make_preview,
     model_name,
     presigned_preview_url,
     publish_artifacts,
 )
-from prefect_scenario.flows.result import ESTIMATED, PhaseTimings, ScenarioRunResult
-from prefect_scenario.manifest import SubmittedJob
-from prefect_scenario.storage import discard, materialize
-from prefect_scenario.tasks import download_outputs, estimate_job, submit_job, wait_for_job
-from prefect_scenario.tasks.submit import mark_delivered, settle_earlier_run
-from prefect_scenario.validation import is_asset_id
+from prefect_scenario.flows.result import ESTIMATED, ScenarioRunResult
+from prefect_scenario.formatting import format_units
 
 T = TypeVar("T")
 
-# A preview picture as stored (its location) and its JPEG bytes (empty when too big to embed).
-Preview = tuple[str, bytes]
 # A look at a run's stored outputs before it is reported (layer previews, a PSNR figure): it returns
 # the result with what it added, and the preview picture when it made one.
 Review = Callable[[ScenarioRunResult], Awaitable[tuple[ScenarioRunResult, Preview | None]]]
-
-# Where an input clip may live. Prefect's S3Bucket (prefect-aws) is a WritableFileSystem that is not
-# a ReadableFileSystem subclass, though it reads: a flow parameter typed ReadableFileSystem alone
-# would refuse the most common storage block.
-SourceStorage = ReadableFileSystem | WritableFileSystem
-
-
-@dataclass
-class Stopwatch:
-    """Wall-clock seconds per phase of a flow run attempt."""
-
-    started: float = field(default_factory=time.monotonic)
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[None]:
-        """Time the block as phase ``name`` (accumulating when a phase runs more than once)."""
-        start = time.monotonic()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - start
-
-    def timings(self) -> PhaseTimings:
-        """The phases measured so far, and the total since the stopwatch started."""
-        return PhaseTimings(
-            **{f"{name}_seconds": round(value, 3) for name, value in self.seconds.items()},
-            total_seconds=round(time.monotonic() - self.started, 3),
-        )
-
-
-async def check_video(video: str, storage: SourceStorage | None, check: Callable[[Path | None], T]) -> T:
-    """Run a local check on the clip before anything is uploaded or spent.
-
-    An asset id cannot be probed here (the API checks it at submit time, still before any job is
-    created): ``check`` gets None. A clip inside a storage block is fetched to a temporary file for
-    the probe and removed after it.
-
-    Args:
-        video: an asset id, a local path, or a path inside ``storage``.
-        storage: the block holding ``video``, if any.
-        check: the validation to run on the local file (or None).
-
-    Returns:
-        What ``check`` returned.
-    """
-    if is_asset_id(video):
-        return check(None)
-    if storage is None:
-        # Probing decodes the file: keep the event loop free for Prefect's own work meanwhile.
-        return await asyncio.to_thread(check, local_clip(video, None))
-    try:
-        local = await materialize(video, readable(storage))
-    except FileNotFoundError:
-        raise MediaError(
-            f"video {video!r} is not in the {storage.get_block_type_slug()} block: check the path inside it",
-            field="video",
-        ) from None
-    try:
-        return await asyncio.to_thread(check, local)
-    finally:
-        discard(local)
-
-
-def readable(storage: SourceStorage | None) -> ReadableFileSystem | None:
-    """``storage`` as the reading interface the tasks take (every filesystem block reads)."""
-    return cast(ReadableFileSystem | None, storage)
-
-
-def local_clip(video: str, storage: SourceStorage | None) -> Path | None:
-    """The clip as a local file, when it is one (not an asset id, not inside a storage block)."""
-    if is_asset_id(video) or storage is not None:
-        return None
-    return Path(video).expanduser()
-
-
-def source_name(value: str, storage: SourceStorage | None = None) -> str:
-    """How an input's origin is recorded: the path (with the block type), or the asset id."""
-    if is_asset_id(value) or storage is None:
-        return value
-    return f"{storage.get_block_type_slug()}:{value}"
 
 
 def storage_slug(storage: WritableFileSystem | None) -> str | None:
     """The block type slug of a destination block; None for the local disk."""
     return storage.get_block_type_slug() if storage is not None else None
-
-
-def _flow_run_created() -> datetime | None:
-    context = FlowRunContext.get()
-    if context is None or context.flow_run is None:
-        return None
-    created = context.flow_run.created
-    return created if created is None or created.tzinfo else created.replace(tzinfo=timezone.utc)
-
-
-def ceiling_aware_submit(watch: CeilingWatch) -> Any:
-    """``submit_job`` retried on Scenario's ceiling refusals (429) only, as ``watch`` decides.
-
-    A 429 created nothing, so waiting and sending the submit again cannot buy a second job.
-    """
-    return submit_job.with_options(
-        retries=CEILING_MAX_RETRIES,
-        retry_delay_seconds=CEILING_RETRY_DELAYS,
-        retry_jitter_factor=CEILING_RETRY_JITTER,
-        retry_condition_fn=watch.retry_condition(),
-    )
-
-
-def came_from_earlier_run(state: State[Any], submitted: SubmittedJob) -> bool:
-    """True when ``submit_job`` found a job submitted before this flow run existed.
-
-    A cache hit alone is not enough: a retry of this flow run also gets its own job back from the
-    cache. Only a job older than the flow run itself came from another run; or one the submit
-    adopted from the ledger, bought by another run that never delivered it.
-    """
-    if submitted.adopted_from is not None:
-        return True
-    if state.name != "Cached":
-        return False
-    created = _flow_run_created()
-    if created is None:
-        return True
-    submitted_at = submitted.submitted_at
-    if submitted_at.tzinfo is None:
-        submitted_at = submitted_at.replace(tzinfo=timezone.utc)
-    return submitted_at < created
 
 
 @dataclass(frozen=True)
@@ -221,6 +85,17 @@ class GenerationOptions:
     timeout_seconds: float = 3600
     dry_run: bool = False
 
+    def runner(self) -> JobRunner:
+        """The paid path for this generation's job(s), with these options."""
+        return JobRunner(
+            credentials=self.credentials,
+            destination=self.destination,
+            destination_storage=self.destination_storage,
+            timeout_seconds=self.timeout_seconds,
+            reuse_across_runs=self.reuse_across_runs,
+            refresh=self.refresh,
+        )
+
 
 async def run_generation(
     request: GenerationRequest,
@@ -252,10 +127,16 @@ async def run_generation(
         "fitted_to_limits": request.fitted_to_limits,
         "notes": list(request.notes),
     }
+    jobs = options.runner()
     with clock.phase("submit"):
-        estimate = await estimate_job(request.model_id, request.body, credentials=options.credentials)
         if options.dry_run:
-            _check_budget(request.model_id, estimate.creative_units_cost, options.max_creative_units)
+            estimate = await jobs.estimate(request.model_id, request.body)
+            check_budget(
+                name,
+                estimate.creative_units_cost,
+                options.max_creative_units,
+                cheaper="make the job cheaper",
+            )
             result = ScenarioRunResult(
                 **base,
                 job_id=None,
@@ -266,52 +147,27 @@ async def run_generation(
             logger.info(
                 "Dry run: %s would cost about %s creative units; nothing was submitted",
                 name,
-                _units(estimate.creative_units_cost),
+                format_units(estimate.creative_units_cost),
             )
             await report_run(request, options, result, clock)
             return result
-        # Typed as Any: Prefect's overloads do not see that an async task with return_state=True
-        # gives an awaitable of its state.
-        submit: Any = submit_job.with_options(refresh_cache=True) if options.refresh else submit_job
-        state: State[SubmittedJob] = await submit(
-            request.model_id,
-            request.body,
-            credentials=options.credentials,
-            estimate=estimate,
-            max_creative_units=options.max_creative_units,
-            reuse_across_runs=options.reuse_across_runs and not options.refresh,
-            return_state=True,
-        )
-        submitted: SubmittedJob = await state.aresult()
-        reused = came_from_earlier_run(state, submitted)
-    if reused:
-        await settle_earlier_run(submitted)
+    paid = await jobs.run(
+        request.model_id, request.body, max_creative_units=options.max_creative_units, clock=clock
+    )
+    if paid.reused:
         logger.info(
-            "Scenario job %s from an earlier flow run has the same inputs: reusing its outputs, nothing "
-            "is spent (pass refresh=True for a new generation)",
-            submitted.job_id,
+            "Scenario job %s from an earlier flow run has the same inputs: reused its outputs, nothing "
+            "was spent (pass refresh=True for a new generation)",
+            paid.job.job_id,
         )
-    with clock.phase("wait"):
-        job = await wait_for_job(
-            submitted.job_id, credentials=options.credentials, timeout_seconds=options.timeout_seconds
-        )
-    with clock.phase("download"):
-        outputs = await download_outputs(
-            job,
-            credentials=options.credentials,
-            destination=options.destination,
-            storage=options.destination_storage,
-        )
-        await mark_delivered(submitted.job_id, submitted.ledger_key)
-    billed = job.billing.cu_cost if job.billing is not None else submitted.creative_units_cost
     result = ScenarioRunResult(
         **base,
-        job_id=job.job_id,
-        status=job.status.value,
-        estimated_creative_units=submitted.estimated_creative_units,
-        creative_units_cost=billed,
-        outputs=sorted(outputs, key=lambda o: o.output_index),
-        reused=reused,
+        job_id=paid.job.job_id,
+        status=paid.job.status.value,
+        estimated_creative_units=paid.submitted.estimated_creative_units,
+        creative_units_cost=paid.billed,
+        outputs=paid.outputs,
+        reused=paid.reused,
         timings=clock.timings(),
     )
     preview: Preview | None = None
@@ -325,29 +181,13 @@ async def run_generation(
     logger.info(
         "%s finished: Scenario job %s, %d output(s) in %s, %s creative units%s",
         name,
-        job.job_id,
+        paid.job.job_id,
         len(result.outputs),
         options.destination,
-        _units(billed),
-        " (reused: nothing spent by this run)" if reused else "",
+        format_units(paid.billed),
+        " (reused: nothing spent by this run)" if paid.reused else "",
     )
     return result
-
-
-def _units(value: float | None) -> str:
-    if value is None:
-        return "an unknown number of"
-    return f"{value:.2f}".rstrip("0").rstrip(".")
-
-
-def _check_budget(model_id: str, estimate: float, budget: float | None) -> None:
-    if budget is not None and estimate > budget:
-        raise BudgetExceededError(
-            f"{model_name(model_id)} would cost {_units(estimate)} creative units, over the budget of "
-            f"{_units(budget)} (max_creative_units): raise the budget or make the job cheaper",
-            estimate=estimate,
-            budget=budget,
-        )
 
 
 async def report_run(

@@ -2,39 +2,57 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from prefect import flow
 from prefect.filesystems import ReadableFileSystem, WritableFileSystem
 from prefect.logging import get_run_logger
 
+from prefect_scenario import video as media
 from prefect_scenario.blocks import ScenarioCredentials, resolve_credentials
-from prefect_scenario.concurrency import DEFAULT_LIMIT_NAME, DEFAULT_PARALLEL_JOBS
+from prefect_scenario.budget import check_budget
+from prefect_scenario.clip_source import ClipSource
+from prefect_scenario.concurrency import (
+    DEFAULT_LIMIT_NAME,
+    DEFAULT_PARALLEL_JOBS,
+    CeilingWatch,
+    SlotPool,
+    existing_limit_size,
+)
 from prefect_scenario.flows._common import (
     GenerationOptions,
     GenerationRequest,
-    Stopwatch,
-    check_video,
-    local_clip,
-    readable,
+    report_run,
     run_generation,
-    source_name,
+    storage_slug,
 )
+from prefect_scenario.flows._job import ceiling_aware_submit
+from prefect_scenario.flows._stopwatch import Stopwatch
 from prefect_scenario.flows.aleph_chunks import (
     DEFAULT_CHUNK_RETRIES,
-    ChunkedEdit,
-    ChunkSettings,
-    edit_in_chunks,
-    fit_clip,
+    AlephEdit,
+    chunks_failed,
+    deliver_chunks,
+    plan_chunks,
+    run_chunks,
+    stitch_chunks,
+    stitched_creative_units,
 )
-from prefect_scenario.flows.result import ScenarioRunResult
+from prefect_scenario.flows.reporting import model_name
+from prefect_scenario.flows.result import ESTIMATED, ScenarioRunResult
+from prefect_scenario.formatting import format_units, mebibytes
 from prefect_scenario.hooks import cancel_remote_jobs
-from prefect_scenario.models import ALEPH_MODEL_ID, AlephInput, Keyframe, PromptImage
-from prefect_scenario.storage import materialized, new_temp_dir
+from prefect_scenario.models import ALEPH_MAX_VIDEO_BYTES, ALEPH_MODEL_ID, AlephInput, Keyframe, PromptImage
+from prefect_scenario.storage import new_temp_dir
 from prefect_scenario.tasks import upload_image, upload_video
 from prefect_scenario.tasks.upload import ensure_uploaded
 from prefect_scenario.validation import (
+    ALEPH_FIT_MAX_FPS,
     ClipHandling,
     KeyframeSpec,
     PromptImageSpec,
@@ -77,6 +95,165 @@ async def _upload_references(
                 )
             )
     return wire_keyframes, wire_images, sources
+
+
+async def fit_clip(source: Path, probe: media.VideoProbe, out_dir: Path) -> tuple[Path, str]:
+    """Re-encode a clip as H.264 within Runway Aleph 2's 16 MiB, at most 30 fps.
+
+    Args:
+        source: the local clip.
+        probe: its probe.
+        out_dir: where the fitted copy goes.
+
+    Returns:
+        The fitted clip, and a note saying what changed (for the result and the summary).
+
+    Raises:
+        MediaError: no bitrate fits (the clip is too long for the byte budget).
+    """
+    out = out_dir / f"{source.stem}-fitted.mp4"
+    try:
+        fitted = await asyncio.to_thread(
+            media.fit_to_limits, source, out, max_bytes=ALEPH_MAX_VIDEO_BYTES, max_fps=ALEPH_FIT_MAX_FPS
+        )
+    except media.MediaError as exc:
+        raise media.MediaError(
+            f"video {source.name} cannot be fitted to Runway Aleph 2's limits: {exc}", field="video"
+        ) from None
+    note = (
+        f"the clip was re-encoded to fit Runway Aleph 2's limits (fit_to_limits): "
+        f"{mebibytes(probe.size_bytes)}, {probe.frame_rate:g} fps, {probe.video_codec} became "
+        f"{mebibytes(fitted.size_bytes)}, {fitted.frame_rate:g} fps, H.264"
+    )
+    get_run_logger().info("Clip %s: %s", source.name, note)
+    return out, note
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    """How the chunks of a split edit run.
+
+    Attributes:
+        max_parallel_chunks: chunk jobs in flight at once, at most.
+        chunk_retries: new jobs for a chunk whose job failed on the server.
+        concurrency_limit_name: the Prefect global concurrency limit the batches use; chunk jobs
+            hold a slot of it too when it exists on the server (it is never created here).
+    """
+
+    max_parallel_chunks: int = DEFAULT_PARALLEL_JOBS
+    chunk_retries: int = DEFAULT_CHUNK_RETRIES
+    concurrency_limit_name: str | None = None
+
+
+async def _chunk_slots(settings: ChunkSettings) -> SlotPool:
+    """The slots a split edit's chunk jobs hold: the batches' limit when it exists, bounded by
+    ``max_parallel_chunks`` either way. A single edit never creates the limit (that is the batches'
+    call, sized to the team's ceiling); it only joins it, so split edits and batches share one count.
+    """
+    parallel = max(1, settings.max_parallel_chunks)
+    size = await existing_limit_size(settings.concurrency_limit_name)
+    if size is None:
+        return SlotPool(None, parallel)
+    return SlotPool(settings.concurrency_limit_name, min(size, parallel))
+
+
+async def edit_in_chunks(
+    edit: AlephEdit,
+    source: Path,
+    probe: media.VideoProbe,
+    options: GenerationOptions,
+    settings: ChunkSettings,
+    clock: Stopwatch,
+) -> ScenarioRunResult:
+    """Edit a clip over Runway Aleph 2's limits in chunks and stitch them back (see ``aleph_chunks``).
+
+    Returns:
+        The result: ``outputs`` holds the stitched video, ``chunks`` every chunk's job, cost and
+        outputs; ``creative_units_cost`` is the sum over the chunks.
+
+    Raises:
+        BudgetExceededError: the chunks' total estimate is above ``max_creative_units``; nothing spent.
+        ChunksFailedError: chunks failed after their retries; nothing was stitched, and the finished
+            chunks' outputs are stored.
+        MediaError: the clip could not be split within the limits.
+    """
+    logger = get_run_logger()
+    name = model_name(ALEPH_MODEL_ID)
+    scratch = new_temp_dir()
+    try:
+        with clock.phase("prepare"):
+            plan = await plan_chunks(edit, source, probe, scratch, options.runner())
+        check_budget(
+            f"{name} on the whole clip ({len(plan.chunks)} chunks: {plan.estimates_line()})",
+            plan.estimated,
+            options.max_creative_units,
+            cheaper="use a shorter clip",
+        )
+        request = GenerationRequest(
+            flow_slug=FLOW_NAME, model_id=ALEPH_MODEL_ID, body={}, sources=edit.sources, notes=(plan.note(),)
+        )
+        base: dict[str, Any] = {
+            "model_id": ALEPH_MODEL_ID,
+            "job_id": None,
+            "inputs": edit.inputs,
+            "sources": edit.sources,
+            "destination": str(options.destination),
+            "storage": storage_slug(options.destination_storage),
+            "estimated_creative_units": plan.estimated,
+            "notes": list(request.notes),
+        }
+        if options.dry_run:
+            logger.info(
+                "Dry run: %s would cost about %s creative units for the %d chunks; nothing was submitted",
+                name,
+                format_units(plan.estimated),
+                len(plan.chunks),
+            )
+            result = ScenarioRunResult(
+                **base, status=ESTIMATED, chunks=plan.dry_run_results(), timings=clock.timings()
+            )
+            return await report_run(request, options, result, clock)
+        async with await _chunk_slots(settings) as slots:
+            logger.info(
+                "Running %d chunk jobs, at most %d at once%s",
+                len(plan.chunks),
+                slots.size,
+                f", inside the global concurrency limit {slots.name!r}" if slots.name else "",
+            )
+            watch = CeilingWatch(limit_name=slots.name, limit_size=slots.size)
+            jobs = replace(options.runner(), submit=ceiling_aware_submit(watch), slots=slots)
+            with clock.phase("wait"):
+                results = await run_chunks(plan, jobs, retries=settings.chunk_retries)
+        failed = [c for c in results if c.status != "success"]
+        if failed:
+            result = ScenarioRunResult(**base, status="failure", chunks=results, timings=clock.timings())
+            await report_run(request, options, result, clock)
+            raise chunks_failed(failed, results)
+        with clock.phase("stitch"):
+            stitched, preview = await stitch_chunks(
+                results, plan, destination=options.destination, storage=options.destination_storage
+            )
+            await deliver_chunks(results, options.credentials)
+        result = ScenarioRunResult(
+            **base,
+            status="success",
+            creative_units_cost=stitched_creative_units(results),
+            outputs=[stitched],
+            chunks=results,
+            reused=all(c.reused for c in results),
+            timings=clock.timings(),
+        )
+        result = await report_run(request, options, result, clock, preview=preview)
+        logger.info(
+            "%s finished: %d chunk jobs stitched into %s (%s creative units)",
+            name,
+            len(results),
+            stitched.location,
+            format_units(result.creative_units_cost),
+        )
+        return result
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @flow(
@@ -179,99 +356,75 @@ async def aleph_edit(
     logger = get_run_logger()
     keyframes = list(keyframes or [])
     prompt_images = list(prompt_images or [])
-    with clock.phase("validate"):
-        probe = await check_video(
-            video,
-            video_storage,
-            lambda local: validate_aleph_inputs(
-                local, prompt, keyframes, prompt_images, seed, enforce_clip_limits=False
-            ),
-        )
-        # An asset id cannot be probed here: the API checks its limits at submit, before any job.
-        handling: ClipHandling = (
-            plan_aleph_clip(probe, allow_split=allow_split, fit_to_limits=fit_to_limits)
-            if probe is not None
-            else "as_is"
-        )
-    creds = await resolve_credentials(credentials)
-    if probe is not None:
-        logger.info(
-            "Clip %s checked: %.1f s, %dx%d, %s bytes; %d keyframe(s), %d prompt image(s)",
-            Path(video).name,
-            probe.duration_seconds,
-            probe.width,
-            probe.height,
-            probe.size_bytes,
-            len(keyframes),
-            len(prompt_images),
-        )
-    options = GenerationOptions(
-        credentials=creds,
-        destination=destination,
-        destination_storage=destination_storage,
-        max_creative_units=max_creative_units,
-        # Without a seed the user asked for a fresh random result: reusing an earlier job would
-        # silently hand back the same one. With a seed, the same inputs mean the same edit.
-        reuse_across_runs=seed is not None,
-        refresh=refresh,
-        timeout_seconds=timeout_seconds,
-        dry_run=dry_run,
-    )
-    if handling == "as_is":
-        return await _edit_one_clip(
-            video, video_storage, prompt, keyframes, prompt_images, seed, options, clock
-        )
-    assert probe is not None
-    # Fitting and splitting work on a local file: a clip in a storage block is fetched once more.
-    async with materialized(video, readable(video_storage)) as local:
-        if handling == "split":
-            edit = ChunkedEdit(
-                video=video,
-                source=local,
-                probe=probe,
-                prompt=prompt,
-                keyframes=keyframes,
-                prompt_images=prompt_images,
-                seed=seed,
-                sources={
-                    "video": source_name(video, video_storage),
-                    **{f"keyframes[{i}]": k.image for i, k in enumerate(keyframes)},
-                    **{f"promptImage[{i}]": p.image for i, p in enumerate(prompt_images)},
-                },
+    clip = ClipSource.of(video, video_storage)
+    async with contextlib.AsyncExitStack() as stack:
+        with clock.phase("validate"):
+            # Fetched once (from a block): the probe, the upload, a fit or a split all read this copy.
+            local = await stack.enter_async_context(clip.local_copy())
+            probe = await asyncio.to_thread(
+                validate_aleph_inputs,
+                local,
+                prompt,
+                keyframes,
+                prompt_images,
+                seed,
+                enforce_clip_limits=False,
             )
+            # An asset id cannot be probed here: the API checks its limits at submit, before any job.
+            handling: ClipHandling = (
+                plan_aleph_clip(probe, allow_split=allow_split, fit_to_limits=fit_to_limits)
+                if probe is not None
+                else "as_is"
+            )
+        creds = await resolve_credentials(credentials)
+        if probe is not None:
+            logger.info(
+                "Clip %s checked: %.1f s, %dx%d, %s bytes; %d keyframe(s), %d prompt image(s)",
+                clip.file_name,
+                probe.duration_seconds,
+                probe.width,
+                probe.height,
+                probe.size_bytes,
+                len(keyframes),
+                len(prompt_images),
+            )
+        options = GenerationOptions(
+            credentials=creds,
+            destination=destination,
+            destination_storage=destination_storage,
+            max_creative_units=max_creative_units,
+            # Without a seed the user asked for a fresh random result: reusing an earlier job would
+            # silently hand back the same one. With a seed, the same inputs mean the same edit.
+            reuse_across_runs=seed is not None,
+            refresh=refresh,
+            timeout_seconds=timeout_seconds,
+            dry_run=dry_run,
+        )
+        edit = AlephEdit(
+            clip=clip, local=local, prompt=prompt, keyframes=keyframes, prompt_images=prompt_images, seed=seed
+        )
+        if handling == "split":
+            assert probe is not None
+            assert local is not None
             settings = ChunkSettings(
                 max_parallel_chunks=max_parallel_chunks,
                 chunk_retries=chunk_retries,
                 concurrency_limit_name=concurrency_limit_name,
             )
-            return await edit_in_chunks(edit, options, settings, clock)
-        scratch = new_temp_dir()
-        try:
+            return await edit_in_chunks(edit, local, probe, options, settings, clock)
+        if handling == "fit":
+            assert probe is not None
+            assert local is not None
+            scratch = new_temp_dir()
+            stack.callback(shutil.rmtree, scratch, True)
             with clock.phase("prepare"):
                 fitted, note = await fit_clip(local, probe, scratch)
-            return await _edit_one_clip(
-                video,
-                video_storage,
-                prompt,
-                keyframes,
-                prompt_images,
-                seed,
-                options,
-                clock,
-                fitted=fitted,
-                notes=(note,),
-            )
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            return await _edit_one_clip(edit, options, clock, fitted=fitted, notes=(note,))
+        return await _edit_one_clip(edit, options, clock)
 
 
 async def _edit_one_clip(
-    video: str,
-    video_storage: ReadableFileSystem | WritableFileSystem | None,
-    prompt: str,
-    keyframes: list[KeyframeSpec],
-    prompt_images: list[PromptImageSpec],
-    seed: int | None,
+    edit: AlephEdit,
     options: GenerationOptions,
     clock: Stopwatch,
     *,
@@ -281,26 +434,26 @@ async def _edit_one_clip(
     """One clip, one job: upload, then estimate, submit, wait and store (``fitted``: a re-encoded copy)."""
     creds = options.credentials
     with clock.phase("upload"):
-        if fitted is not None:
-            asset_id = await ensure_uploaded(upload_video, str(fitted), credentials=creds)
-        else:
-            asset_id = await ensure_uploaded(
-                upload_video, video, credentials=creds, storage=readable(video_storage)
-            )
-        wire_keyframes, wire_images, sources = await _upload_references(keyframes, prompt_images, creds)
+        video_file = fitted or edit.local
+        asset_id = edit.clip.asset_id or await ensure_uploaded(
+            upload_video, str(video_file), credentials=creds
+        )
+        wire_keyframes, wire_images, sources = await _upload_references(
+            edit.keyframes, edit.prompt_images, creds
+        )
     body = AlephInput(
-        prompt=prompt,
+        prompt=edit.prompt,
         video=asset_id,
         keyframes=wire_keyframes or None,
         prompt_image=wire_images or None,
-        seed=seed,
+        seed=edit.seed,
     ).to_body()
     request = GenerationRequest(
         flow_slug=FLOW_NAME,
         model_id=ALEPH_MODEL_ID,
         body=body,
-        sources={"video": source_name(video, video_storage), **sources},
-        source_video=local_clip(video, video_storage),
+        sources={"video": edit.clip.name, **sources},
+        source_video=edit.local,
         fitted_to_limits=fitted is not None,
         notes=notes,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 
 from prefect import flow
@@ -9,18 +11,10 @@ from prefect.filesystems import ReadableFileSystem, WritableFileSystem
 from prefect.logging import get_run_logger
 
 from prefect_scenario.blocks import ScenarioCredentials, resolve_credentials
-from prefect_scenario.flows._common import (
-    GenerationOptions,
-    GenerationRequest,
-    Preview,
-    Stopwatch,
-    check_video,
-    local_clip,
-    readable,
-    run_generation,
-    source_name,
-)
-from prefect_scenario.flows.layers_review import review_layers
+from prefect_scenario.clip_source import ClipSource
+from prefect_scenario.flows._common import GenerationOptions, GenerationRequest, run_generation
+from prefect_scenario.flows._stopwatch import Stopwatch
+from prefect_scenario.flows.layers_review import Preview, review_layers
 from prefect_scenario.flows.result import ScenarioRunResult
 from prefect_scenario.hooks import cancel_remote_jobs
 from prefect_scenario.models import LAYERS_DEFAULT_LAYERS, VIDEO_LAYERS_MODEL_ID, VideoLayersInput
@@ -110,51 +104,47 @@ async def video_to_layers(
     """
     clock = Stopwatch()
     logger = get_run_logger()
-    with clock.phase("validate"):
-        probe = await check_video(
-            video,
-            video_storage,
-            lambda local: validate_layers_inputs(local, separation_instruction, max_layers),
+    clip = ClipSource.of(video, video_storage)
+    async with contextlib.AsyncExitStack() as stack:
+        with clock.phase("validate"):
+            # Fetched once (from a block) and used for the probe, the upload and the PSNR review.
+            local = await stack.enter_async_context(clip.local_copy())
+            probe = await asyncio.to_thread(validate_layers_inputs, local, separation_instruction, max_layers)
+        creds = await resolve_credentials(credentials)
+        if probe is not None:
+            logger.info(
+                "Clip %s checked: %.1f s, %dx%d, %s bytes",
+                clip.file_name,
+                probe.duration_seconds,
+                probe.width,
+                probe.height,
+                probe.size_bytes,
+            )
+        with clock.phase("upload"):
+            asset_id = clip.asset_id or await ensure_uploaded(upload_video, str(local), credentials=creds)
+        body = VideoLayersInput(
+            video=asset_id, separation_instruction=separation_instruction, max_layers=max_layers
+        ).to_body()
+        request = GenerationRequest(
+            flow_slug=FLOW_NAME,
+            model_id=VIDEO_LAYERS_MODEL_ID,
+            body=body,
+            sources={"video": clip.name},
+            source_video=local,
         )
-    creds = await resolve_credentials(credentials)
-    if probe is not None:
-        logger.info(
-            "Clip %s checked: %.1f s, %dx%d, %s bytes",
-            Path(video).name,
-            probe.duration_seconds,
-            probe.width,
-            probe.height,
-            probe.size_bytes,
-        )
-    with clock.phase("upload"):
-        asset_id = await ensure_uploaded(
-            upload_video, video, credentials=creds, storage=readable(video_storage)
-        )
-    body = VideoLayersInput(
-        video=asset_id, separation_instruction=separation_instruction, max_layers=max_layers
-    ).to_body()
-    request = GenerationRequest(
-        flow_slug=FLOW_NAME,
-        model_id=VIDEO_LAYERS_MODEL_ID,
-        body=body,
-        sources={"video": source_name(video, video_storage)},
-        source_video=local_clip(video, video_storage),
-    )
-    options = GenerationOptions(
-        credentials=creds,
-        destination=destination,
-        destination_storage=destination_storage,
-        max_creative_units=max_creative_units,
-        # The same clip and instruction give the same layers: reuse is what the user wants.
-        reuse_across_runs=True,
-        refresh=refresh,
-        timeout_seconds=timeout_seconds,
-        dry_run=dry_run,
-    )
-
-    async def review(result: ScenarioRunResult) -> tuple[ScenarioRunResult, Preview | None]:
-        return await review_layers(
-            result, video=video, video_storage=video_storage, destination_storage=destination_storage
+        options = GenerationOptions(
+            credentials=creds,
+            destination=destination,
+            destination_storage=destination_storage,
+            max_creative_units=max_creative_units,
+            # The same clip and instruction give the same layers: reuse is what the user wants.
+            reuse_across_runs=True,
+            refresh=refresh,
+            timeout_seconds=timeout_seconds,
+            dry_run=dry_run,
         )
 
-    return await run_generation(request, options, clock, review=review)
+        async def review(result: ScenarioRunResult) -> tuple[ScenarioRunResult, Preview | None]:
+            return await review_layers(result, source=local, destination_storage=destination_storage)
+
+        return await run_generation(request, options, clock, review=review)

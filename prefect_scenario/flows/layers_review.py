@@ -14,7 +14,7 @@ composited back over black and compared with it: the PSNR figure (dB) goes into 
 under 30 dB, pixels went missing or were duplicated across layers, and the run log says so.
 
 Everything here reports on outputs that are already stored and paid for: the caller (``run_generation``)
-logs a failure here and goes on.
+logs a failure here and goes on; so does the batch, per clip.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from prefect.filesystems import LocalFileSystem, WritableFileSystem
 from prefect.logging import get_run_logger
 
 from prefect_scenario import video as media
-from prefect_scenario.flows._common import Preview, SourceStorage, local_clip, readable
 from prefect_scenario.flows.reporting import (
     COMPOSITE_PSNR_WARNING_DB,
     PREVIEW_MAX_BYTES,
@@ -37,8 +36,10 @@ from prefect_scenario.flows.reporting import (
 )
 from prefect_scenario.flows.result import ScenarioRunResult
 from prefect_scenario.manifest import StoredOutput
-from prefect_scenario.storage import discard, materialize, new_temp_dir, sha256_file, store_file
-from prefect_scenario.validation import is_asset_id
+from prefect_scenario.storage import discard, new_temp_dir, sha256_file, store_file
+
+# A preview picture as stored (its location) and its JPEG bytes (empty when too big to embed).
+Preview = tuple[str, bytes]
 
 COMPOSITE_PREVIEW_NAME = "composite-preview.mp4"
 CONTACT_SHEET_NAME = "contact-sheet.jpg"
@@ -64,14 +65,12 @@ async def _store_preview(
     relative: str,
     mime_type: str,
     index: int,
-    result: ScenarioRunResult,
+    destination: str,
     storage: WritableFileSystem | None,
 ) -> StoredOutput:
     # Hashed before storing: a local store moves the file into place.
     digest = await asyncio.to_thread(sha256_file, local)
-    location = await store_file(
-        local, relative, result.destination, storage, content_type=mime_type, digest=digest
-    )
+    location = await store_file(local, relative, destination, storage, content_type=mime_type, digest=digest)
     return StoredOutput(
         asset_id="",
         path=relative,
@@ -84,76 +83,79 @@ async def _store_preview(
     )
 
 
-async def _source_copy(video: str, storage: SourceStorage | None) -> Path | None:
-    """The source clip as a local file, or None when it is an asset id (nothing local to compare)."""
-    if is_asset_id(video):
-        return None
-    if storage is None:
-        return local_clip(video, None)
-    return await materialize(video, readable(storage))
+@dataclass(frozen=True)
+class LayersReview:
+    """What a look at one job's layers found and stored.
+
+    Attributes:
+        previews: the composite preview (MP4) and the contact sheet (JPEG), stored beside the layers.
+        psnr_db: how closely the layers add back up to the source (None: no local source to compare).
+        note: why there is no PSNR, when there is none.
+        preview: the contact sheet as the run's preview picture (location, JPEG bytes or b"" when
+            too big to embed).
+    """
+
+    previews: list[StoredOutput]
+    psnr_db: float | None
+    note: str | None
+    preview: Preview
 
 
-async def review_layers(
-    result: ScenarioRunResult,
+NO_SOURCE_NOTE = (
+    "the layers were not compared with the source (no PSNR): the clip was given as a Scenario asset id, "
+    "so there is no local copy to compare with"
+)
+
+
+async def review_layer_outputs(
+    job_id: str,
+    layers_stored: list[StoredOutput],
     *,
-    video: str,
-    video_storage: SourceStorage | None,
+    source: Path | None,
+    destination: str,
     destination_storage: WritableFileSystem | None,
-) -> tuple[ScenarioRunResult, Preview | None]:
-    """Store the composite preview and the contact sheet beside the layers; measure the PSNR.
+) -> LayersReview | None:
+    """Store the composite preview and the contact sheet beside a job's layers; measure the PSNR.
 
     Args:
-        result: the run's result, its layers stored.
-        video: the source clip as the flow was given it (a path, a path in ``video_storage``, or an
-            asset id).
-        video_storage: the block holding the clip, if any.
-        destination_storage: where the layers were stored (None: the local disk).
+        job_id: the Scenario job (the previews go into its folder).
+        layers_stored: the job's stored layers.
+        source: the source clip as a local file (None: an asset id, nothing to compare with).
+        destination: where the layers were stored.
+        destination_storage: the block they were stored in (None: the local disk).
 
     Returns:
-        The result with ``previews``, ``composite_psnr_db`` (None when the clip was an asset id) and
-        a note when the PSNR was skipped; and the contact sheet as the run's preview picture.
+        The review; None when there were no layers to look at.
     """
     logger = get_run_logger()
-    if result.job_id is None:
-        return result, None
-    layers = await local_copies(result.outputs, result.destination, destination_storage)
+    layers = await local_copies(layers_stored, destination, destination_storage)
     if not layers:
-        return result, None
+        return None
     fetched = destination_storage is not None and not isinstance(destination_storage, LocalFileSystem)
     scratch = new_temp_dir()
-    source: Path | None = None
-    notes = list(result.notes)
     try:
-        source = await _source_copy(video, video_storage)
-        if source is None:
-            notes.append(
-                "the layers were not compared with the source (no PSNR): the clip was given as a Scenario "
-                "asset id, so there is no local copy to compare with"
-            )
         rendered = await asyncio.to_thread(_render, layers, source, scratch)
         jpeg = await asyncio.to_thread(rendered.sheet.read_bytes)
         composite = await _store_preview(
             rendered.composite,
-            f"{result.job_id}/{COMPOSITE_PREVIEW_NAME}",
+            f"{job_id}/{COMPOSITE_PREVIEW_NAME}",
             "video/mp4",
             0,
-            result,
+            destination,
             destination_storage,
         )
         sheet = await _store_preview(
             rendered.sheet,
-            f"{result.job_id}/{CONTACT_SHEET_NAME}",
+            f"{job_id}/{CONTACT_SHEET_NAME}",
             "image/jpeg",
             1,
-            result,
+            destination,
             destination_storage,
         )
     finally:
         if fetched:
             for layer in layers:
                 discard(layer)
-        if source is not None and video_storage is not None:
-            discard(source)
         shutil.rmtree(scratch, ignore_errors=True)
     if rendered.psnr_db is not None:
         if rendered.psnr_db < COMPOSITE_PSNR_WARNING_DB:
@@ -161,7 +163,7 @@ async def review_layers(
                 "The %d layers of Scenario job %s reach only %.1f dB PSNR against the source (under "
                 "%.0f dB): %s",
                 len(layers),
-                result.job_id,
+                job_id,
                 rendered.psnr_db,
                 COMPOSITE_PSNR_WARNING_DB,
                 psnr_verdict(rendered.psnr_db),
@@ -170,16 +172,52 @@ async def review_layers(
             logger.info(
                 "The %d layers of Scenario job %s composite back to the source at %.1f dB PSNR",
                 len(layers),
-                result.job_id,
+                job_id,
                 rendered.psnr_db,
             )
     logger.info("Layer previews stored: %s, %s", composite.location, sheet.location)
+    return LayersReview(
+        previews=[composite, sheet],
+        psnr_db=rendered.psnr_db,
+        note=NO_SOURCE_NOTE if source is None else None,
+        # Too big to embed: the sheet is still stored; the summary just shows no picture.
+        preview=(sheet.location, jpeg if len(jpeg) <= PREVIEW_MAX_BYTES else b""),
+    )
+
+
+async def review_layers(
+    result: ScenarioRunResult,
+    *,
+    source: Path | None,
+    destination_storage: WritableFileSystem | None,
+) -> tuple[ScenarioRunResult, Preview | None]:
+    """:func:`review_layer_outputs` for a single run: the result gains previews, PSNR and note.
+
+    Args:
+        result: the run's result, its layers stored.
+        source: the source clip as a local file (None: an asset id).
+        destination_storage: where the layers were stored (None: the local disk).
+
+    Returns:
+        The result with ``previews``, ``composite_psnr_db`` and a note when the PSNR was skipped;
+        and the contact sheet as the run's preview picture.
+    """
+    if result.job_id is None:
+        return result, None
+    review = await review_layer_outputs(
+        result.job_id,
+        result.outputs,
+        source=source,
+        destination=result.destination,
+        destination_storage=destination_storage,
+    )
+    if review is None:
+        return result, None
     reviewed = result.model_copy(
         update={
-            "previews": [composite, sheet],
-            "composite_psnr_db": rendered.psnr_db,
-            "notes": notes,
+            "previews": review.previews,
+            "composite_psnr_db": review.psnr_db,
+            "notes": [*result.notes, *([review.note] if review.note else [])],
         }
     )
-    # Too big to embed: the sheet is still stored; the summary just shows no picture.
-    return reviewed, (sheet.location, jpeg if len(jpeg) <= PREVIEW_MAX_BYTES else b"")
+    return reviewed, review.preview

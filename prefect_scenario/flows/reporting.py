@@ -25,6 +25,7 @@ from prefect.artifacts import acreate_image_artifact, acreate_markdown_artifact,
 from prefect.filesystems import LocalFileSystem, ReadableFileSystem, WritableFileSystem
 
 from prefect_scenario.flows.result import PhaseTimings, ScenarioRunResult
+from prefect_scenario.formatting import format_units, human_size
 from prefect_scenario.manifest import StoredOutput
 from prefect_scenario.models import ALEPH_MODEL_ID, VIDEO_LAYERS_MODEL_ID
 from prefect_scenario.storage import discard, is_s3_bucket, materialize, new_temp_dir, store_file
@@ -52,20 +53,8 @@ def model_name(model_id: str) -> str:
     return MODEL_NAMES.get(model_id, model_id)
 
 
-def _units(value: float | None) -> str:
-    if value is None:
-        return "—"
-    text = f"{value:.2f}".rstrip("0").rstrip(".")
-    return f"{text} CU"
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB"):
-        if value < 1000:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} GB"
+def _cu(value: float | None) -> str:
+    return format_units(value, unit=True, missing="—")
 
 
 def _cell(value: Any) -> str:
@@ -114,7 +103,7 @@ def _chunk_rows(result: ScenarioRunResult) -> list[str]:
         status = chunk.status + (f": {_cell(chunk.error)}" if chunk.error else "")
         lines.append(
             f"| {chunk.index} | {chunk.start_seconds:.2f}–{chunk.end_seconds:.2f} s | {job} | {status} "
-            f"| {_units(chunk.estimated_creative_units)} | {_units(chunk.creative_units_cost)} | {retried} |"
+            f"| {_cu(chunk.estimated_creative_units)} | {_cu(chunk.creative_units_cost)} | {retried} |"
         )
     return lines
 
@@ -146,8 +135,8 @@ def summary_markdown(result: ScenarioRunResult, preview_jpeg: bytes | None = Non
         f"| Status | {result.status} |",
         f"| Job | {f'`{result.job_id}`' if result.job_id else '—'} |",
         f"| Job origin | {origin} |",
-        f"| Estimated | {_units(result.estimated_creative_units)} |",
-        f"| Billed | {_units(result.creative_units_cost)} |",
+        f"| Estimated | {_cu(result.estimated_creative_units)} |",
+        f"| Billed | {_cu(result.creative_units_cost)} |",
         f"| Outputs | {len(result.outputs)} in `{_cell(result.destination) or '.'}`"
         f"{f' ({result.storage})' if result.storage else ''} |",
         f"| Duration | {result.timings.total_seconds:.1f} s |",
@@ -189,7 +178,7 @@ def outputs_table(outputs: Sequence[StoredOutput]) -> list[dict[str, Any]]:
             "output_index": output.output_index,
             "asset_id": output.asset_id,
             "type": output.mime_type,
-            "size": _size(output.size),
+            "size": human_size(output.size),
             "bytes": output.size,
             "sha256": output.sha256,
             "stored_at": output.location,

@@ -1,4 +1,7 @@
-"""What a generation flow returns: the job, what it cost, where its outputs are, how long each phase took.
+"""What the flows return: the job, what it cost, where its outputs are, how long each phase took.
+
+:class:`ScenarioRunResult` for the single flows, :class:`BatchResult` (one :class:`ClipResult` per
+clip) for the batch flows.
 
 The result is persisted by Prefect (the flows run with ``persist_result=True``), so it holds ids,
 numbers, paths and hashes only: never a client, a block or a secret.
@@ -6,12 +9,14 @@ numbers, paths and hashes only: never a client, a block or a secret.
 
 from __future__ import annotations
 
+import os
 import posixpath
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from prefect_scenario.formatting import format_units
 from prefect_scenario.manifest import StoredOutput
 
 # The status of a dry run (nothing was submitted); every other status is the job's own.
@@ -221,3 +226,143 @@ def _relative(target: Path, base: str | Path) -> str:
     """``target`` relative to ``base``, with POSIX separators (a manifest is read on any OS)."""
     root = Path(base).expanduser().resolve()
     return PurePosixPath(posixpath.relpath(target.resolve().as_posix(), root.as_posix())).as_posix()
+
+
+# -- batches ----------------------------------------------------------------------------------------
+
+ClipStatus = Literal["succeeded", "failed", "skipped: budget", "estimated"]
+SUCCEEDED: ClipStatus = "succeeded"
+FAILED: ClipStatus = "failed"
+SKIPPED_BUDGET: ClipStatus = "skipped: budget"
+CLIP_ESTIMATED: ClipStatus = "estimated"
+
+
+class ClipResult(BaseModel):
+    """What happened to one clip of a batch.
+
+    Attributes:
+        video: the clip as given (a path, a path inside the video storage block, or an asset id).
+        source: where it came from, as recorded (``s3-bucket:incoming/a.mp4`` for a block).
+        status: ``succeeded``, ``failed``, ``skipped: budget``, or ``estimated`` (dry run).
+        job_id: the Scenario job, once one exists.
+        estimated_creative_units: the dry-run estimate, when one was taken.
+        creative_units_cost: what the job cost (None when no job ran).
+        reused: True when the job came from an earlier flow run (nothing spent by this batch).
+        outputs: the stored outputs, by output index (a split clip: the stitched edit).
+        error: why the clip failed or was skipped.
+        chunk_job_ids: a clip edited in chunks: every chunk's job, in order (``job_id`` is None).
+        previews: what the review stored beside the outputs (layers: composite preview, contact sheet).
+        composite_psnr_db: layers: how closely they add back up to the source (None: not measured).
+        notes: what was done to the clip (split, fitted) or why something was skipped, in words.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    video: str
+    source: str
+    status: ClipStatus
+    job_id: str | None = None
+    estimated_creative_units: float | None = None
+    creative_units_cost: float | None = None
+    reused: bool = False
+    outputs: list[StoredOutput] = Field(default_factory=list)
+    error: str | None = None
+    chunk_job_ids: list[str] = Field(default_factory=list)
+    previews: list[StoredOutput] = Field(default_factory=list)
+    composite_psnr_db: float | None = None
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def stored_in(self) -> str | None:
+        """The folder holding the clip's outputs (every output of a job shares one)."""
+        if not self.outputs:
+            return None
+        location = self.outputs[0].location
+        cut = max(location.rfind("/"), location.rfind(os.sep))
+        return location[:cut] if cut > 0 else location
+
+
+class BatchResult(BaseModel):
+    """The outcome of a batch flow run: every clip, what was planned and spent, how it was bounded.
+
+    Attributes:
+        model_id: the Scenario model.
+        clips: one entry per clip, in the order they were given.
+        budget_creative_units: the batch's budget (None: no budget).
+        planned_creative_units: the estimates of the clips admitted to run.
+        creative_units_cost: what this batch spent (reused jobs count zero).
+        concurrency_limit_name: the global concurrency limit used (None: off).
+        concurrency_limit: its size on the server.
+        ceiling_refusals: submits Scenario refused with a 429 and that were waited out.
+        destination: where outputs went (a directory, or a folder inside ``storage``).
+        storage: the destination block's type slug (None for the local disk).
+        duration_seconds: wall-clock time of the batch.
+        dry_run: True when nothing was submitted.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    model_id: str
+    clips: list[ClipResult] = Field(default_factory=list)
+    budget_creative_units: float | None = None
+    planned_creative_units: float = 0.0
+    creative_units_cost: float = 0.0
+    concurrency_limit_name: str | None = None
+    concurrency_limit: int | None = None
+    ceiling_refusals: int = 0
+    destination: str = "scenario-outputs"
+    storage: str | None = None
+    duration_seconds: float = 0.0
+    dry_run: bool = False
+
+    def with_status(self, status: ClipStatus) -> list[ClipResult]:
+        """The clips that ended with ``status``."""
+        return [clip for clip in self.clips if clip.status == status]
+
+    @property
+    def succeeded(self) -> list[ClipResult]:
+        """Clips whose outputs are stored."""
+        return self.with_status(SUCCEEDED)
+
+    @property
+    def failed(self) -> list[ClipResult]:
+        """Clips that failed (each on its own)."""
+        return self.with_status(FAILED)
+
+    @property
+    def skipped(self) -> list[ClipResult]:
+        """Clips not submitted because the budget would have been passed."""
+        return self.with_status(SKIPPED_BUDGET)
+
+    def message(self) -> str:
+        """One line for the flow run's final state."""
+        total = len(self.clips)
+        if total == 0:
+            return "No clips found: nothing was submitted"
+        if self.dry_run:
+            estimated = self.with_status(CLIP_ESTIMATED)
+            text = (
+                f"Dry run: {len(estimated)} of {total} clip(s) would run for about "
+                f"{_units(self.planned_creative_units)}; nothing was submitted"
+            )
+        else:
+            spent = _units(self.creative_units_cost)
+            text = f"{len(self.succeeded)} of {total} clip(s) succeeded, {spent} spent"
+        if self.skipped:
+            text += (
+                f"; {len(self.skipped)} skipped: budget ({_units(self.planned_creative_units)} planned of "
+                f"{_units(self.budget_creative_units)})"
+            )
+        if self.failed:
+            shown = "; ".join(f"{_short_name(c)}: {c.error}" for c in self.failed[:3])
+            more = f"; and {len(self.failed) - 3} more" if len(self.failed) > 3 else ""
+            text += f"; {len(self.failed)} failed ({shown}{more})"
+        return text[:2000]
+
+
+def _units(value: float | None) -> str:
+    return format_units(value, unit=True, missing="no limit")
+
+
+def _short_name(clip: ClipResult) -> str:
+    return PurePosixPath(clip.video.replace(os.sep, "/")).name or clip.video

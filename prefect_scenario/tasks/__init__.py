@@ -15,7 +15,7 @@ download_outputs   3, backoff, never regenerates          outputs + destination,
 =================  =====================================  ===============================================
 """
 
-from prefect_scenario.tasks._runtime import JOB_ID_LABEL, JOB_IDS_LABEL, MODEL_ID_LABEL, job_ids_from_labels
+from prefect_scenario.job_labels import JOB_ID_LABEL, JOB_IDS_LABEL, MODEL_ID_LABEL, job_ids_from_labels
 from prefect_scenario.tasks.download import download_outputs
 from prefect_scenario.tasks.submit import estimate_job, submit_job
 from prefect_scenario.tasks.upload import upload_image, upload_video

@@ -28,8 +28,10 @@ from prefect_scenario.errors import (
     ScenarioConfigError,
 )
 from prefect_scenario.events import emit_outputs_stored
+from prefect_scenario.formatting import human_size
 from prefect_scenario.manifest import StoredOutput
 from prefect_scenario.models import Job, JobStatus, ScenarioAsset
+from prefect_scenario.run_context import run_logger
 from prefect_scenario.storage import (
     FileDigest,
     discard,
@@ -41,7 +43,7 @@ from prefect_scenario.storage import (
     store_file,
     stored_object_info,
 )
-from prefect_scenario.tasks._runtime import human_size, run_logger, state_exception
+from prefect_scenario.tasks._runtime import state_exception
 from prefect_scenario.tasks.wait import outcome_for
 
 # Downloads cost nothing but time; an entry older than this is simply checked again.

@@ -23,15 +23,17 @@ from prefect import task
 from prefect.context import TaskRunContext
 
 from prefect_scenario.blocks import ScenarioCredentials, resolve_credentials
-from prefect_scenario.caching import JobRequestPolicy, current_flow_run_id, job_request_key, normalized_body
+from prefect_scenario.budget import check_budget
+from prefect_scenario.caching import JobRequestPolicy, cache_run_id, job_request_key, normalized_body
 from prefect_scenario.errors import (
-    BudgetExceededError,
     EstimateFailedError,
     NotFoundError,
     ScenarioAPIError,
     ScenarioTransportError,
 )
 from prefect_scenario.events import emit_job_submitted
+from prefect_scenario.formatting import format_units
+from prefect_scenario.job_labels import record_job_on_flow_run
 from prefect_scenario.ledger import LedgerEntry, Owner, current_ledger
 from prefect_scenario.manifest import SubmittedJob
 from prefect_scenario.models import (
@@ -41,15 +43,9 @@ from prefect_scenario.models import (
     Job,
     JobStatus,
 )
-from prefect_scenario.tasks._runtime import (
-    IN_FLIGHT,
-    TRANSIENT_ERRORS,
-    format_units,
-    record_job_on_flow_run,
-    retry_transient_only,
-    run_logger,
-)
-from prefect_scenario.tasks._runtime import current_flow_run_id as current_run_id
+from prefect_scenario.run_context import current_flow_run_id as current_run_id
+from prefect_scenario.run_context import run_logger
+from prefect_scenario.tasks._runtime import IN_FLIGHT, TRANSIENT_ERRORS, retry_transient_only
 
 # A reused job is only worth something while its outputs can be fetched, and the API lists jobs of
 # the last 30 days by default; past that, a new job is the honest answer.
@@ -58,10 +54,11 @@ JOB_CACHE_EXPIRATION = timedelta(days=30)
 
 def _cheaper_hint(model_id: str, body: dict[str, Any]) -> str:
     if model_id == VIDEO_LAYERS_MODEL_ID:
-        return f"ask for fewer layers (maxLayers is {body.get('maxLayers', 6)}) or use a shorter clip"
+        layers = body.get("maxLayers", 6)
+        return f"make the job cheaper: ask for fewer layers (maxLayers is {layers}) or use a shorter clip"
     if model_id == ALEPH_MODEL_ID:
-        return "use a shorter clip (the price follows the clip's length)"
-    return "change the inputs"
+        return "make the job cheaper: use a shorter clip (the price follows the clip's length)"
+    return "make the job cheaper"
 
 
 @task(
@@ -140,7 +137,7 @@ def _refreshing() -> bool:
 
 
 def _request_key(model_id: str, request: dict[str, Any], scope: str, reuse_across_runs: bool) -> str:
-    run_id = None if reuse_across_runs else current_flow_run_id(TaskRunContext.get())
+    run_id = None if reuse_across_runs else cache_run_id(TaskRunContext.get())
     return job_request_key(model_id, request, scope, run_id)
 
 
@@ -242,15 +239,9 @@ async def _submit(
                 format_units(estimate.creative_units_cost),
             )
         cost = estimate.creative_units_cost
-        if max_creative_units is not None and cost > max_creative_units:
-            raise BudgetExceededError(
-                f"Scenario job estimate for {model_id} is {format_units(cost)} creative units, over the "
-                f"budget of {format_units(max_creative_units)} (max_creative_units); nothing was submitted "
-                f"or spent. Raise max_creative_units to at least {format_units(cost)}, or make the job "
-                f"cheaper: {_cheaper_hint(model_id, request)}.",
-                estimate=cost,
-                budget=max_creative_units,
-            )
+        check_budget(
+            f"Scenario job {model_id}", cost, max_creative_units, cheaper=_cheaper_hint(model_id, request)
+        )
         key = ledger_key(model_id, request, creds)
         job, paid, found, adopted_from = await _pay_once(
             client, model_id, request, creds.cache_scope(), key, reuse=reuse

@@ -11,9 +11,12 @@ from prefect import task
 from prefect.filesystems import ReadableFileSystem
 
 from prefect_scenario.blocks import ScenarioCredentials, resolve_credentials
-from prefect_scenario.caching import DIGESTS, UploadContentPolicy, content_digest, is_asset_id
+from prefect_scenario.caching import DIGESTS, UploadContentPolicy, content_digest
+from prefect_scenario.formatting import human_size
+from prefect_scenario.models import is_asset_id
+from prefect_scenario.run_context import run_logger
 from prefect_scenario.storage import FileDigest, discard, materialize
-from prefect_scenario.tasks._runtime import IN_FLIGHT, human_size, retry_transient_only, run_logger
+from prefect_scenario.tasks._runtime import IN_FLIGHT, retry_transient_only
 
 # Why a week: the cache maps "this content" to "this asset in this project". An asset deleted in the
 # Scenario app would make a stale entry fail the next submit (400, unknown asset), so the mapping
@@ -42,6 +45,9 @@ async def _upload(
             local, digest = taken
     if local is None:
         local = await materialize(source, storage)
+    # Only a copy fetched here is removed here: a local file given in (a flow's own fetched copy of
+    # its clip, used again for the layers' review) belongs to the caller.
+    fetched = storage is not None
     try:
         if digest is None:
             digest = await asyncio.to_thread(content_digest, local)
@@ -49,7 +55,8 @@ async def _upload(
         key = f"upload|{kind}|{digest.sha256}|{creds.cache_scope()}"
         asset_id, shared = await IN_FLIGHT.once(key, lambda: _send(creds, local, kind))
     finally:
-        discard(local)
+        if fetched:
+            discard(local)
     name = Path(str(source)).name
     if shared:
         logger.info("%s has the content of an upload that just finished: %s", name, asset_id)

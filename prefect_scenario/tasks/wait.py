@@ -19,18 +19,15 @@ from prefect.client.schemas.objects import StateType
 from prefect.context import TaskRunContext
 
 from prefect_scenario.blocks import ScenarioCredentials, resolve_credentials
-from prefect_scenario.caching import current_flow_run_id, job_request_key
+from prefect_scenario.caching import cache_run_id, job_request_key
 from prefect_scenario.errors import JobCanceledError, JobFailedError, JobWaitTimeoutError
 from prefect_scenario.events import emit_job_finished
+from prefect_scenario.formatting import format_units
+from prefect_scenario.job_labels import record_job_on_flow_run
 from prefect_scenario.models import Job, JobStatus
-from prefect_scenario.tasks._runtime import (
-    TRANSIENT_ERRORS,
-    format_units,
-    record_job_on_flow_run,
-    retry_transient_only,
-    run_logger,
-)
-from prefect_scenario.tasks._runtime import current_flow_run_id as current_run_id
+from prefect_scenario.run_context import current_flow_run_id as current_run_id
+from prefect_scenario.run_context import run_logger
+from prefect_scenario.tasks._runtime import TRANSIENT_ERRORS, retry_transient_only
 
 
 @dataclass(frozen=True)
@@ -132,7 +129,7 @@ async def _forget_failed_job(job: Job, credentials: ScenarioCredentials) -> None
     scope = credentials.cache_scope()
     keys = {job_request_key(model_id, body, scope, None)}
     # In a task run, its flow run; called inline by a batch, the flow run itself.
-    flow_run_id = current_flow_run_id(TaskRunContext.get()) or current_run_id()
+    flow_run_id = cache_run_id(TaskRunContext.get()) or current_run_id()
     if flow_run_id is not None:
         keys.add(job_request_key(model_id, body, scope, flow_run_id))
     store = await get_result_store().aupdate_for_task(submit_job)

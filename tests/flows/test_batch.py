@@ -21,14 +21,8 @@ from prefect.exceptions import ObjectNotFound
 from prefect_scenario import video
 from prefect_scenario.concurrency import CeilingWatch, ensure_global_concurrency_limit
 from prefect_scenario.errors import InputValidationError, RateLimitError
-from prefect_scenario.flows.batch import (
-    BatchResult,
-    ClipResult,
-    aleph_edit_batch,
-    find_videos,
-    load_storage,
-    video_to_layers_batch,
-)
+from prefect_scenario.flows.batch import BatchResult, ClipResult, aleph_edit_batch, video_to_layers_batch
+from prefect_scenario.storage import find_videos, load_storage
 from prefect_scenario.tasks import job_ids_from_labels
 
 INSTRUCTION = "each moving object apart from the background"

@@ -136,9 +136,7 @@ async def test_layers_that_do_not_add_up_to_the_source_are_flagged(sample_clip: 
 
     @flow(name="review-only")
     async def review() -> ScenarioRunResult:
-        reviewed, _ = await review_layers(
-            result, video=str(other), video_storage=None, destination_storage=None
-        )
+        reviewed, _ = await review_layers(result, source=other, destination_storage=None)
         return reviewed
 
     state = await review(return_state=True)

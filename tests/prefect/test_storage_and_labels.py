@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from prefect.filesystems import LocalFileSystem
 
+from prefect_scenario.job_labels import merged_job_labels
 from prefect_scenario.storage import (
     discard,
     extension_for,
@@ -18,7 +19,6 @@ from prefect_scenario.storage import (
     stored_object_info,
 )
 from prefect_scenario.tasks import JOB_ID_LABEL, JOB_IDS_LABEL, MODEL_ID_LABEL, job_ids_from_labels
-from prefect_scenario.tasks._runtime import merged_job_labels
 
 
 def test_extension_for_mime_types() -> None:
@@ -130,7 +130,7 @@ async def test_concurrent_label_writes_are_grouped_and_lose_no_id(monkeypatch: p
     from prefect.client.orchestration import PrefectClient
     from prefect_test_helpers import flow_run
 
-    from prefect_scenario.tasks._runtime import record_job_on_flow_run
+    from prefect_scenario.job_labels import record_job_on_flow_run
 
     patches: list[dict[str, object]] = []
     real_update = PrefectClient.update_flow_run_labels

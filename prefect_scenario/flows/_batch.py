@@ -1,0 +1,492 @@
+"""The batch engine: one model over many clips, within the team's job ceiling and the batch's budget.
+
+Both batch flows (``flows/batch.py``) run every clip in ONE flow run as plain tasks (no subflow per
+clip: a batch of a thousand clips is five thousand small task runs, not a thousand flow runs). What
+each clip goes through:
+
+1. **prepare** (a few clips at a time): the clip is fetched once when it lives in a block, checked
+   locally, and made ready to pay for: uploaded (cached by content) as one job's request, fitted to
+   the model's limits, or split into chunks (Runway Aleph 2 over 30 s, as ``aleph_edit`` does);
+   with a budget or for a dry run, every job is estimated (free);
+2. **plan** (in the given order, :func:`~prefect_scenario.budget.plan_within_budget`): clips are
+   admitted while the running total of their estimates stays within the budget; from the first one
+   that would pass it on, every clip is reported ``skipped: budget``;
+3. **run** (all admitted clips at once): every job goes through the one paid path
+   (:class:`~prefect_scenario.flows._job.JobRunner`), holding a slot of the batch's
+   :class:`~prefect_scenario.concurrency.SlotPool` from the submit until the job is terminal; a 429
+   from Scenario's ceiling is waited out as a task retry. Then the clip is finished: a split clip is
+   stitched, layers are reviewed (composite preview, contact sheet, PSNR against the source).
+
+A failure ends only its own clip. The table artifact shows every clip; the flow run ends Completed
+when no clip failed, Failed otherwise; either way the state's result is the :class:`BatchResult`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from prefect.artifacts import acreate_progress_artifact
+from prefect.client.schemas.objects import State
+from prefect.filesystems import WritableFileSystem
+from prefect.logging import get_run_logger
+from prefect.states import Completed, Failed
+
+from prefect_scenario import video as media
+from prefect_scenario.blocks import ScenarioCredentials, resolve_credentials
+from prefect_scenario.budget import plan_within_budget
+from prefect_scenario.clip_source import ClipSource, SourceStorage
+from prefect_scenario.concurrency import (
+    DEFAULT_LIMIT_NAME,
+    DEFAULT_PARALLEL_JOBS,
+    CeilingWatch,
+    SlotPool,
+    ensure_global_concurrency_limit,
+)
+from prefect_scenario.flows._job import JobRunner, ceiling_aware_submit
+from prefect_scenario.flows.aleph import fit_clip
+from prefect_scenario.flows.aleph_chunks import (
+    AlephEdit,
+    ChunkPlan,
+    chunks_failed,
+    deliver_chunks,
+    plan_chunks,
+    run_chunks,
+    stitch_chunks,
+    stitched_creative_units,
+)
+from prefect_scenario.flows.batch_report import BatchProgress, publish_batch_artifacts
+from prefect_scenario.flows.layers_review import review_layer_outputs
+from prefect_scenario.flows.reporting import artifact_key, model_name
+from prefect_scenario.flows.result import (
+    CLIP_ESTIMATED,
+    FAILED,
+    SKIPPED_BUDGET,
+    SUCCEEDED,
+    BatchResult,
+    ClipResult,
+)
+from prefect_scenario.formatting import format_units
+from prefect_scenario.job_labels import deferred_job_labels, drain_job_labels
+from prefect_scenario.manifest import SubmittedJob
+from prefect_scenario.models import CostEstimate
+from prefect_scenario.storage import discard, find_videos, load_storage, new_temp_dir
+from prefect_scenario.tasks import upload_video
+from prefect_scenario.tasks.upload import ensure_uploaded
+from prefect_scenario.validation import ClipHandling
+
+# Clips checked and uploaded at once. Uploads share the machine's bandwidth and each probe decodes a
+# clip: a handful in parallel keeps both busy without drowning either. Jobs are not bounded by this.
+PREPARE_CONCURRENCY = 8
+# Longest error text kept per clip (the table and the final state message stay readable).
+ERROR_CHARS = 300
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."
+
+
+def _as_is(probe: media.VideoProbe | None) -> ClipHandling:
+    return "as_is"
+
+
+@dataclass(frozen=True)
+class ModelRecipe:
+    """How a model's batch checks a clip and builds its request(s).
+
+    Attributes:
+        flow_slug: the batch flow's name (artifact keys start with it).
+        model_id: the Scenario model.
+        check: the local validation of a clip (None for an asset id); raises InputValidationError.
+        body: the request body for an uploaded clip (its asset id).
+        reuse_across_runs: whether a job from an earlier flow run with the same inputs is reused.
+        handling: how a checked clip meets the model's limits: as it is, fitted, or split.
+        edit: a split clip's request (Runway Aleph 2), given its source and local copy.
+        chunk_retries: new jobs for a chunk whose job failed on the server.
+        review_layers: look at each clip's layers (previews, PSNR) once stored.
+    """
+
+    flow_slug: str
+    model_id: str
+    check: Callable[[Path | None], media.VideoProbe | None]
+    body: Callable[[str], dict[str, Any]]
+    reuse_across_runs: bool
+    handling: Callable[[media.VideoProbe | None], ClipHandling] = _as_is
+    edit: Callable[[ClipSource, Path | None], AlephEdit] | None = None
+    chunk_retries: int = 1
+    review_layers: bool = False
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """Where the clips come from and go, and what bounds the batch."""
+
+    credentials: ScenarioCredentials | str | None
+    videos: list[str] | None = None
+    folder: str | None = None
+    pattern: str | None = None
+    video_storage: SourceStorage | str | None = None
+    destination: str = "scenario-outputs"
+    destination_storage: WritableFileSystem | str | None = None
+    budget_creative_units: float | None = None
+    concurrency_limit_name: str | None = DEFAULT_LIMIT_NAME
+    concurrency_limit: int = DEFAULT_PARALLEL_JOBS
+    refresh: bool = False
+    timeout_seconds: float = 3600
+    dry_run: bool = False
+
+
+@dataclass
+class _Clip:
+    """One clip on its way through the batch; ``result`` is set once its fate is known."""
+
+    source: ClipSource
+    local: Path | None = None
+    body: dict[str, Any] | None = None
+    estimate: CostEstimate | None = None
+    chunks: ChunkPlan | None = None
+    scratch: Path | None = None
+    notes: list[str] = field(default_factory=list)
+    result: ClipResult | None = None
+
+    @property
+    def estimated(self) -> float | None:
+        if self.chunks is not None:
+            return self.chunks.estimated if all(c.estimate for c in self.chunks.chunks) else None
+        return self.estimate.creative_units_cost if self.estimate is not None else None
+
+    def report(self, **values: Any) -> ClipResult:
+        values.setdefault("estimated_creative_units", self.estimated)
+        return ClipResult(video=self.source.given, source=self.source.name, notes=list(self.notes), **values)
+
+    def failed(self, exc: BaseException, job_id: str | None = None) -> ClipResult:
+        return self.report(status=FAILED, job_id=job_id, error=_describe(exc))
+
+    def release(self) -> None:
+        """Remove what this clip fetched or made locally (its outputs are stored by then)."""
+        if self.local is not None and self.source.kind == "block":
+            discard(self.local)
+        self.local = None
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            self.scratch = None
+
+
+@dataclass
+class _Run:
+    """What every clip of one batch shares."""
+
+    recipe: ModelRecipe
+    jobs: JobRunner
+    progress: BatchProgress
+    prepare_gate: asyncio.Semaphore
+    needs_estimates: bool
+
+    async def prepare(self, clip: _Clip) -> None:
+        """Fetch, check and make one clip ready to pay for; a failure is recorded on the clip."""
+        async with self.prepare_gate:
+            try:
+                await self._prepare(clip)
+            except Exception as exc:
+                clip.result = clip.failed(exc)
+                clip.release()
+                get_run_logger().error("Clip %s failed before submit: %s", clip.source.name, _describe(exc))
+
+    async def _prepare(self, clip: _Clip) -> None:
+        recipe, jobs = self.recipe, self.jobs
+        # Fetched once (from a block): the probe, the hash, the upload and the review read this copy.
+        clip.local = await clip.source.fetch()
+        probe = await asyncio.to_thread(recipe.check, clip.local)
+        handling = recipe.handling(probe) if probe is not None else "as_is"
+        if handling == "split":
+            assert recipe.edit is not None
+            assert clip.local is not None
+            assert probe is not None
+            clip.scratch = new_temp_dir()
+            edit = recipe.edit(clip.source, clip.local)
+            clip.chunks = await plan_chunks(
+                edit, clip.local, probe, clip.scratch, jobs, estimate=self.needs_estimates
+            )
+            clip.notes.append(clip.chunks.note())
+            return
+        video_file = clip.local
+        if handling == "fit":
+            assert clip.local is not None
+            assert probe is not None
+            clip.scratch = new_temp_dir()
+            video_file, note = await fit_clip(clip.local, probe, clip.scratch)
+            clip.notes.append(note)
+        asset_id = clip.source.asset_id or await ensure_uploaded(
+            upload_video, str(video_file), credentials=jobs.credentials
+        )
+        clip.body = recipe.body(asset_id)
+        if self.needs_estimates:
+            clip.estimate = await jobs.estimate(recipe.model_id, clip.body)
+        if not recipe.review_layers:
+            # Nothing after the upload reads the clip: free its copy (and a fitted one) now.
+            clip.release()
+
+    async def run(self, clip: _Clip) -> None:
+        """Pay for, wait on and store one admitted clip; a failure ends this clip only."""
+        job_ids: list[str] = []
+        try:
+            if clip.chunks is not None:
+                clip.result = await self._run_chunks(clip, clip.chunks)
+            else:
+                clip.result = await self._run_one(clip, job_ids.append)
+        except Exception as exc:
+            job_id = job_ids[-1] if job_ids else None
+            clip.result = clip.failed(exc, job_id)
+            where = f" (job {job_id})" if job_id else ""
+            get_run_logger().error("Clip %s failed%s: %s", clip.source.name, where, _describe(exc))
+        finally:
+            clip.release()
+        await self.progress.tick()
+
+    async def _run_one(self, clip: _Clip, seen: Callable[[str], None]) -> ClipResult:
+        assert clip.body is not None
+        logger = get_run_logger()
+
+        def submitted(job: SubmittedJob) -> None:
+            seen(job.job_id)
+
+        paid = await self.jobs.run(
+            self.recipe.model_id, clip.body, estimate=clip.estimate, on_submitted=submitted
+        )
+        result = clip.report(
+            status=SUCCEEDED,
+            job_id=paid.job.job_id,
+            estimated_creative_units=paid.submitted.estimated_creative_units,
+            creative_units_cost=paid.billed,
+            reused=paid.reused,
+            outputs=paid.outputs,
+        )
+        if self.recipe.review_layers:
+            result = await self._review(clip, result)
+        logger.info(
+            "Clip %s succeeded: Scenario job %s, %d output(s)%s%s",
+            clip.source.name,
+            paid.job.job_id,
+            len(paid.outputs),
+            f", {result.composite_psnr_db:.1f} dB PSNR" if result.composite_psnr_db is not None else "",
+            " (reused: nothing spent)" if paid.reused else "",
+        )
+        return result
+
+    async def _review(self, clip: _Clip, result: ClipResult) -> ClipResult:
+        """The layers' previews and PSNR; a failure is logged: the outputs are stored and paid for."""
+        assert result.job_id is not None
+        try:
+            review = await review_layer_outputs(
+                result.job_id,
+                result.outputs,
+                source=clip.local,
+                destination=self.jobs.destination,
+                destination_storage=self.jobs.destination_storage,
+            )
+        except Exception as exc:
+            get_run_logger().warning(
+                "The layers of clip %s were not reviewed (%s)", clip.source.name, _describe(exc)
+            )
+            return result
+        if review is None:
+            return result
+        return result.model_copy(
+            update={
+                "previews": review.previews,
+                "composite_psnr_db": review.psnr_db,
+                "notes": [*result.notes, *([review.note] if review.note else [])],
+            }
+        )
+
+    async def _run_chunks(self, clip: _Clip, plan: ChunkPlan) -> ClipResult:
+        results = await run_chunks(plan, self.jobs, retries=self.recipe.chunk_retries)
+        job_ids = [c.job_id or "" for c in results]
+        failed = [c for c in results if c.status != "success"]
+        if failed:
+            error = chunks_failed(failed, results)
+            get_run_logger().error("Clip %s failed: %s", clip.source.name, error)
+            return clip.report(status=FAILED, chunk_job_ids=job_ids, error=_describe(error))
+        stitched, _ = await stitch_chunks(
+            results, plan, destination=self.jobs.destination, storage=self.jobs.destination_storage
+        )
+        await deliver_chunks(results, self.jobs.credentials)
+        clip.notes[-1] = (
+            f"split into {len(results)} chunks ({', '.join(job_ids)}), stitched back with the source's "
+            f"audio ({plan.probe.duration_seconds:.2f} s)"
+        )
+        reused = all(c.reused for c in results)
+        get_run_logger().info(
+            "Clip %s succeeded: %d chunk jobs stitched into %s%s",
+            clip.source.name,
+            len(results),
+            stitched.location,
+            " (reused: nothing spent)" if reused else "",
+        )
+        return clip.report(
+            status=SUCCEEDED,
+            chunk_job_ids=job_ids,
+            creative_units_cost=stitched_creative_units(results),
+            reused=reused,
+            outputs=[stitched],
+        )
+
+
+async def _run_clips(run: _Run, clips: list[_Clip], budget: float | None, dry_run: bool) -> float:
+    """Prepare, plan and run the clips; returns the creative units planned (0 without a budget)."""
+    logger = get_run_logger()
+    progress = run.progress
+    preparing = [asyncio.ensure_future(run.prepare(clip)) for clip in clips]
+    running: list[asyncio.Future[None]] = []
+    if not run.needs_estimates:
+        # No budget: nothing to plan, so each clip is paid for as soon as it is ready.
+        for clip, preparation in zip(clips, preparing, strict=True):
+            await preparation
+            if clip.result is not None:
+                await progress.tick()
+                continue
+            running.append(asyncio.ensure_future(run.run(clip)))
+        await asyncio.gather(*running)
+        return 0.0
+    # The whole plan is known (and logged) before a single creative unit is spent.
+    await asyncio.gather(*preparing)
+    candidates = [clip for clip in clips if clip.result is None]
+    plan = plan_within_budget([clip.estimated for clip in candidates], budget)
+    admitted = [candidates[index] for index in plan.admitted]
+    for clip in candidates:
+        if clip not in admitted:
+            clip.result = clip.report(status=SKIPPED_BUDGET, error=plan.stop)
+            clip.release()
+    logger.info(
+        "Plan: %d clip(s) estimated at %s in all; %d admitted (%s)%s",
+        len(candidates),
+        format_units(sum(c.estimated or 0.0 for c in candidates), unit=True),
+        len(admitted),
+        format_units(plan.planned, unit=True),
+        f"; the rest is skipped, {plan.stop}" if plan.stop else "",
+    )
+    await progress.tick(sum(1 for c in clips if c.result is not None))
+    if dry_run:
+        for clip in admitted:
+            clip.result = clip.report(status=CLIP_ESTIMATED)
+            clip.release()
+        await progress.tick(len(admitted))
+        return plan.planned
+    await asyncio.gather(*(run.run(clip) for clip in admitted))
+    return plan.planned
+
+
+async def run_batch(recipe: ModelRecipe, options: BatchOptions) -> State[BatchResult]:
+    """Run one model over every clip of a batch (the body of both batch flows).
+
+    Args:
+        recipe: how the model checks a clip and builds its request(s).
+        options: the clips, destination, budget and concurrency limit.
+
+    Returns:
+        The final state: Completed when no clip failed, Failed otherwise; its data is the BatchResult.
+    """
+    logger = get_run_logger()
+    started = time.monotonic()
+    name = model_name(recipe.model_id)
+    credentials = await resolve_credentials(options.credentials)
+    video_storage = cast(
+        SourceStorage | None, await load_storage(options.video_storage, field="video_storage")
+    )
+    destination_storage = cast(
+        WritableFileSystem | None,
+        await load_storage(options.destination_storage, field="destination_storage"),
+    )
+    videos = await find_videos(options.videos, options.folder, options.pattern, video_storage)
+    clips = [_Clip(source=ClipSource.of(video, video_storage)) for video in videos]
+    limit_name = options.concurrency_limit_name or None
+    limit_size = None
+    if limit_name is not None and not options.dry_run:
+        limit_size = await ensure_global_concurrency_limit(limit_name, options.concurrency_limit)
+    watch = CeilingWatch(limit_name=limit_name, limit_size=limit_size)
+    logger.info(
+        "%s batch: %d clip(s); budget %s; at most %s job(s) in flight (%s)",
+        name,
+        len(clips),
+        format_units(options.budget_creative_units, unit=True, missing="no limit"),
+        limit_size if limit_size is not None else "any number of",
+        f"global concurrency limit {limit_name!r}" if limit_name else "no global concurrency limit",
+    )
+    progress = BatchProgress(total=len(clips))
+    if clips:
+        progress.artifact_id = await acreate_progress_artifact(
+            progress=0.0,
+            key=artifact_key(recipe.flow_slug, "progress"),
+            description=f"{name} batch: clips finished out of {len(clips)}",
+        )
+    needs_estimates = options.budget_creative_units is not None or options.dry_run
+    slots = SlotPool(limit_name, limit_size)
+    run = _Run(
+        recipe=recipe,
+        jobs=JobRunner(
+            credentials=credentials,
+            destination=options.destination,
+            destination_storage=destination_storage,
+            timeout_seconds=options.timeout_seconds,
+            reuse_across_runs=recipe.reuse_across_runs,
+            refresh=options.refresh,
+            submit=ceiling_aware_submit(watch),
+            slots=slots,
+            # Inline, not a task run per wait: the batch's log, progress bar and table show every job.
+            wait_as_task=False,
+            # Unpriced clips (no budget) are priced by their submit: one task run fewer per clip.
+            estimate_as_task=False,
+        ),
+        progress=progress,
+        prepare_gate=asyncio.Semaphore(PREPARE_CONCURRENCY),
+        needs_estimates=needs_estimates,
+    )
+    # Job ids go onto the run's labels in the background: no slot waits on a label write.
+    with deferred_job_labels():
+        try:
+            planned = await _run_clips(run, clips, options.budget_creative_units, options.dry_run)
+        finally:
+            await slots.aclose()  # every slot back to the limit
+            await drain_job_labels()
+            for clip in clips:
+                clip.release()
+
+    results = [clip.result for clip in clips if clip.result is not None]
+    if not needs_estimates:
+        # Each submit priced its own job: the plan is what the submitted clips were estimated at.
+        planned = sum(
+            r.estimated_creative_units or 0.0 for r in results if r.job_id is not None or r.chunk_job_ids
+        )
+    result = BatchResult(
+        model_id=recipe.model_id,
+        clips=results,
+        budget_creative_units=options.budget_creative_units,
+        planned_creative_units=planned,
+        creative_units_cost=sum(r.creative_units_cost or 0.0 for r in results if not r.reused),
+        concurrency_limit_name=limit_name,
+        concurrency_limit=limit_size,
+        ceiling_refusals=watch.refusals,
+        destination=options.destination,
+        storage=destination_storage.get_block_type_slug() if destination_storage is not None else None,
+        duration_seconds=round(time.monotonic() - started, 3),
+        dry_run=options.dry_run,
+    )
+    try:
+        await publish_batch_artifacts(recipe.flow_slug, result)
+    except Exception as exc:
+        logger.warning("Artifacts of this batch were not all created (%s: %s)", type(exc).__name__, exc)
+    message = result.message()
+    if result.failed:
+        logger.error(message)
+        return Failed(message=message, data=result)
+    logger.info(message)
+    return Completed(message=message, data=result)
+
+
+__all__ = ["BatchOptions", "ModelRecipe", "run_batch"]

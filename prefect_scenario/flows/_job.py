@@ -1,0 +1,243 @@
+"""The paid path, once: estimate → budget → submit (persisted) → wait → download → delivered → billed.
+
+Every Scenario job of every flow runs through :meth:`JobRunner.run`: the single flows
+(``run_generation``), the batch engine, and each chunk of a split edit. What differs between them is
+an argument, never a copy of the sequence:
+
+* ``slots``: a :class:`~prefect_scenario.concurrency.SlotPool` held from the submit until the job is
+  terminal (what the API counts in flight), released before the download so the next job starts;
+* ``wait_as_task``: the wait as a task run of its own (single flows, chunks: a progress artifact
+  per job), or inline (a batch: one log, one progress bar for thousands of clips);
+* ``deliver``: whether stored outputs settle the ledger entry here, or later (a chunked edit
+  settles its chunks once they are stitched);
+* ``fresh``: a new job even when one with the same inputs exists (a chunk whose job failed).
+
+The safety of each step lives in the task it calls (see ``design.md``, "Where each safety lives"):
+the submit is cached, persisted and recorded in the ledger before the POST; downloads are retried
+with fresh signed URLs; nothing here retries a paid step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from prefect.client.schemas.objects import State
+from prefect.context import FlowRunContext
+from prefect.filesystems import WritableFileSystem
+
+from prefect_scenario.blocks import ScenarioCredentials
+from prefect_scenario.concurrency import (
+    CEILING_MAX_RETRIES,
+    CEILING_RETRY_DELAYS,
+    CEILING_RETRY_JITTER,
+    CeilingWatch,
+    SlotPool,
+)
+from prefect_scenario.flows._stopwatch import Stopwatch
+from prefect_scenario.manifest import StoredOutput, SubmittedJob
+from prefect_scenario.models import CostEstimate, Job
+from prefect_scenario.tasks import download_outputs, estimate_job, submit_job, wait_for_job
+from prefect_scenario.tasks.submit import mark_delivered, settle_earlier_run
+from prefect_scenario.tasks.wait import wait_inline
+
+
+def ceiling_aware_submit(watch: CeilingWatch) -> Any:
+    """``submit_job`` retried on Scenario's ceiling refusals (429) only, as ``watch`` decides.
+
+    A 429 created nothing, so waiting and sending the submit again cannot buy a second job.
+    """
+    return submit_job.with_options(
+        retries=CEILING_MAX_RETRIES,
+        retry_delay_seconds=CEILING_RETRY_DELAYS,
+        retry_jitter_factor=CEILING_RETRY_JITTER,
+        retry_condition_fn=watch.retry_condition(),
+    )
+
+
+def _flow_run_created() -> datetime | None:
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return None
+    created = context.flow_run.created
+    return created if created is None or created.tzinfo else created.replace(tzinfo=timezone.utc)
+
+
+def came_from_earlier_run(state: State[Any], submitted: SubmittedJob) -> bool:
+    """True when ``submit_job`` found a job submitted before this flow run existed.
+
+    A cache hit alone is not enough: a retry of this flow run also gets its own job back from the
+    cache. Only a job older than the flow run itself came from another run; or one the submit
+    adopted from the ledger, bought by another run that never delivered it.
+    """
+    if submitted.adopted_from is not None:
+        return True
+    if state.name != "Cached":
+        return False
+    created = _flow_run_created()
+    if created is None:
+        return True
+    submitted_at = submitted.submitted_at
+    if submitted_at.tzinfo is None:
+        submitted_at = submitted_at.replace(tzinfo=timezone.utc)
+    return submitted_at < created
+
+
+@dataclass(frozen=True)
+class PaidJob:
+    """A job that ended in success, its outputs stored.
+
+    Attributes:
+        submitted: what the submit recorded (job id, estimate, ledger key, adoption).
+        job: the terminal job as the API returned it.
+        outputs: the stored outputs, by output index.
+        reused: True when the job came from an earlier flow run (nothing spent by this one).
+    """
+
+    submitted: SubmittedJob
+    job: Job
+    outputs: list[StoredOutput]
+    reused: bool
+
+    @property
+    def billed(self) -> float | None:
+        """What the job cost: the API's billing when it says, else what the submit was charged."""
+        if self.job.billing is not None:
+            return self.job.billing.cu_cost
+        return self.submitted.creative_units_cost
+
+
+@contextlib.asynccontextmanager
+async def _no_slot() -> AsyncIterator[None]:
+    yield
+
+
+@dataclass(frozen=True)
+class JobRunner:
+    """How the jobs of one flow run are run: credentials, destination, reuse, slots, waiting.
+
+    Attributes:
+        credentials: resolved Scenario credentials.
+        destination: a local directory, or a folder inside ``destination_storage``.
+        destination_storage: a storage block for the outputs (None: the local disk).
+        timeout_seconds: how long to wait for each job (the job goes on past it).
+        reuse_across_runs: a job from an earlier flow run with the same inputs is reused.
+        refresh: pay for a new job even when one with the same inputs exists.
+        submit: the submit task as the caller configured it (``ceiling_aware_submit``); plain
+            ``submit_job`` when None.
+        slots: the pool bounding jobs in flight (None: unbounded here).
+        wait_as_task: the wait is a task run of its own (False: inline, in the flow run's log).
+        estimate_as_task: a job not priced by the caller is estimated by the ``estimate_job`` task
+            first, a task run of its own in the UI (False: the submit takes its own free estimate,
+            one task run fewer per clip of a batch).
+    """
+
+    credentials: ScenarioCredentials
+    destination: str = "scenario-outputs"
+    destination_storage: WritableFileSystem | None = None
+    timeout_seconds: float = 3600
+    reuse_across_runs: bool = True
+    refresh: bool = False
+    submit: Any = None
+    slots: SlotPool | None = None
+    wait_as_task: bool = True
+    estimate_as_task: bool = True
+
+    async def estimate(self, model_id: str, body: dict[str, Any]) -> CostEstimate:
+        """A dry run of the job (free): what it would cost, nothing submitted."""
+        estimate: CostEstimate = await estimate_job(model_id, body, credentials=self.credentials)
+        return estimate
+
+    def _slot(self) -> AbstractAsyncContextManager[None]:
+        return self.slots.slot() if self.slots is not None else _no_slot()
+
+    def _submit_task(self, fresh: bool) -> Any:
+        submit = self.submit if self.submit is not None else submit_job
+        return submit.with_options(refresh_cache=True) if fresh or self.refresh else submit
+
+    async def run(
+        self,
+        model_id: str,
+        body: dict[str, Any],
+        *,
+        estimate: CostEstimate | None = None,
+        max_creative_units: float | None = None,
+        fresh: bool = False,
+        deliver: bool = True,
+        on_submitted: Callable[[SubmittedJob], None] | None = None,
+        clock: Stopwatch | None = None,
+    ) -> PaidJob:
+        """Run one job to stored outputs; the submit is paid for at most once per intent.
+
+        Args:
+            model_id: the Scenario model.
+            body: the model's inputs (asset ids, camelCase as on the wire).
+            estimate: the dry-run estimate when the caller priced the job already (a batch's plan,
+                a split clip's total); taken by the submit otherwise.
+            max_creative_units: the job's own budget, checked by the submit before it pays.
+            fresh: pay for a new job whatever the caches hold (a chunk whose job failed).
+            deliver: settle the ledger entry once the outputs are stored (False: the caller does,
+                e.g. after stitching).
+            on_submitted: told the submitted job as soon as it exists (for a caller's record of
+                job ids when a later step fails).
+            clock: the flow's stopwatch: the submit, wait and download phases are timed on it.
+
+        Returns:
+            The job with its stored outputs.
+
+        Raises:
+            BudgetExceededError: the estimate is over ``max_creative_units``; nothing was spent.
+            JobFailedError: the job failed on Scenario's side (``JobCanceledError``: canceled).
+            JobWaitTimeoutError: the job did not end within ``timeout_seconds``.
+        """
+        reuse = self.reuse_across_runs and not (fresh or self.refresh)
+        clock = clock or Stopwatch()
+        if estimate is None and self.estimate_as_task:
+            # Free, and outside the slot: a dry run is not a job in flight.
+            with clock.phase("submit"):
+                estimate = await self.estimate(model_id, body)
+        async with self._slot():
+            with clock.phase("submit"):
+                state: State[SubmittedJob] = await self._submit_task(fresh)(
+                    model_id,
+                    body,
+                    credentials=self.credentials,
+                    estimate=estimate,
+                    max_creative_units=max_creative_units,
+                    reuse_across_runs=reuse,
+                    return_state=True,
+                )
+                submitted: SubmittedJob = await state.aresult()
+                if on_submitted is not None:
+                    on_submitted(submitted)
+                reused = came_from_earlier_run(state, submitted)
+                if reused:
+                    await settle_earlier_run(submitted)
+            with clock.phase("wait"):
+                wait = wait_for_job if self.wait_as_task else wait_inline
+                job: Job = await wait(
+                    submitted.job_id, credentials=self.credentials, timeout_seconds=self.timeout_seconds
+                )
+        # The slot is free again: the next job runs while this one's outputs download.
+        with clock.phase("download"):
+            outputs = await download_outputs(
+                job,
+                credentials=self.credentials,
+                destination=self.destination,
+                storage=self.destination_storage,
+            )
+            if deliver:
+                await mark_delivered(submitted.job_id, submitted.ledger_key)
+        return PaidJob(
+            submitted=submitted,
+            job=job,
+            outputs=sorted(outputs, key=lambda output: output.output_index),
+            reused=reused,
+        )
+
+
+__all__ = ["JobRunner", "PaidJob", "came_from_earlier_run", "ceiling_aware_submit"]
