@@ -295,6 +295,10 @@ def _block_document_id(value: dict[str, Any]) -> str | None:
     return str(document_id) if document_id else None
 
 
+def _no_block_named(name: str, exc: Exception) -> ScenarioConfigError:
+    return ScenarioConfigError(f"No ScenarioCredentials block named {name!r} ({exc}): {_WHAT_TO_SET}.")
+
+
 def _wrong_kind(credentials: object) -> ScenarioConfigError:
     kind = type(credentials).__name__
     return ScenarioConfigError(
@@ -328,9 +332,7 @@ async def resolve_credentials(
         try:
             return await ScenarioCredentials.aload(name)
         except ValueError as exc:
-            raise ScenarioConfigError(
-                f"No ScenarioCredentials block named {name!r} ({exc}): {_WHAT_TO_SET}."
-            ) from None
+            raise _no_block_named(name, exc) from None
     if isinstance(credentials, dict):
         document_id = _block_document_id(credentials)
         if document_id is None:
@@ -361,8 +363,6 @@ def resolve_credentials_sync(credentials: ScenarioCredentials | str | None) -> S
         try:
             loaded: ScenarioCredentials = ScenarioCredentials.load(name, _sync=True)  # type: ignore[call-arg,assignment]
         except ValueError as exc:
-            raise ScenarioConfigError(
-                f"No ScenarioCredentials block named {name!r} ({exc}): {_WHAT_TO_SET}."
-            ) from None
+            raise _no_block_named(name, exc) from None
         return loaded
     raise _wrong_kind(credentials)
