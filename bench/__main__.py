@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 failures += 1
                 section = {"error": f"{type(exc).__name__}: {exc}"}
                 print(f"   FAILED: {section['error']}", flush=True)
-            section["ran_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            section["ran_at"] = datetime.now(UTC).isoformat(timespec="seconds")
             section["seconds"] = round(time.monotonic() - began, 1)
             section["load_average_before"] = load_before
             section["load_average_after"] = load_average()

@@ -22,7 +22,7 @@ import asyncio
 import math
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -34,7 +34,7 @@ FIXED_INTERVALS = (0.5, 6.0, 10.0)
 PEERS = {0.5: "Replicate", 6.0: "Runway", 10.0: "dbt Cloud / Databricks"}
 TARGET_REQUESTS_6_MIN = 15
 TARGET_LATENESS_FRACTION = 0.05
-EPOCH = datetime(2026, 1, 10, 9, 0, 0, tzinfo=timezone.utc)
+EPOCH = datetime(2026, 1, 10, 9, 0, 0, tzinfo=UTC)
 IN_PROGRESS_AT = 0.8
 QUEUED_AT = 0.13
 SPREAD = 0.2

@@ -175,7 +175,24 @@ def content_digest(source: str | Path, storage: Any = None) -> FileDigest:
 
 
 @dataclass
-class UploadContentPolicy(CachePolicy):
+class _InputsPolicy(CachePolicy):
+    """A policy whose key comes from the task's inputs (and its run), never from the flow's parameters."""
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        return self.key(task_ctx, inputs)
+
+    def key(self, task_ctx: TaskRunContext, inputs: dict[str, Any]) -> str | None:
+        raise NotImplementedError
+
+
+@dataclass
+class UploadContentPolicy(_InputsPolicy):
     """Key an upload by the sha256 of the file's content, the asset kind and the credentials' scope.
 
     Returns None (no caching) when the source is already an asset id, or when the file cannot be read
@@ -185,13 +202,7 @@ class UploadContentPolicy(CachePolicy):
     source_parameter: str = "video"
     kind: str = "video"
 
-    def compute_key(
-        self,
-        task_ctx: TaskRunContext,
-        inputs: dict[str, Any],
-        flow_parameters: dict[str, Any],
-        **kwargs: Any,
-    ) -> str | None:
+    def key(self, task_ctx: TaskRunContext, inputs: dict[str, Any]) -> str | None:
         source = inputs.get(self.source_parameter)
         if source is None or is_asset_id(source):
             return None
@@ -245,7 +256,7 @@ def cache_run_id(task_ctx: TaskRunContext | None) -> str | None:
 
 
 @dataclass
-class JobRequestPolicy(CachePolicy):
+class JobRequestPolicy(_InputsPolicy):
     """Key a paid submit by model id, body and scope; per flow run unless ``reuse_across_runs``.
 
     The flow run id (Prefect's ``RUN_ID``) keeps the default behaviour: a retry of the same flow run
@@ -253,13 +264,7 @@ class JobRequestPolicy(CachePolicy):
     the flow run id is left out, so any run with the same inputs reuses the job.
     """
 
-    def compute_key(
-        self,
-        task_ctx: TaskRunContext,
-        inputs: dict[str, Any],
-        flow_parameters: dict[str, Any],
-        **kwargs: Any,
-    ) -> str | None:
+    def key(self, task_ctx: TaskRunContext, inputs: dict[str, Any]) -> str | None:
         run_id = None if inputs.get("reuse_across_runs") else cache_run_id(task_ctx)
         return job_request_key(
             str(inputs["model_id"]),
@@ -281,7 +286,7 @@ def output_files_present(destination: Path, job_id: str, asset_ids: list[str]) -
 
 
 @dataclass
-class DownloadPolicy(CachePolicy):
+class DownloadPolicy(_InputsPolicy):
     """Key a download by the job's output asset ids and the destination.
 
     For a local destination (no storage block, or a ``LocalFileSystem``) the key is None while any
@@ -289,13 +294,7 @@ class DownloadPolicy(CachePolicy):
     that finds every file records a result that later runs may reuse.
     """
 
-    def compute_key(
-        self,
-        task_ctx: TaskRunContext,
-        inputs: dict[str, Any],
-        flow_parameters: dict[str, Any],
-        **kwargs: Any,
-    ) -> str | None:
+    def key(self, task_ctx: TaskRunContext, inputs: dict[str, Any]) -> str | None:
         job = inputs.get("job")
         asset_ids = list(getattr(getattr(job, "metadata", None), "asset_ids", None) or [])
         job_id = getattr(job, "job_id", None)

@@ -69,16 +69,13 @@ def serve(
     from prefect_scenario.emulator import serve as serve_emulator
     from prefect_scenario.emulator.server import stop_signals_exit
 
-    config = EmulatorConfig(
-        job_seconds=job_seconds,
-        asset_url_ttl_seconds=asset_url_ttl_seconds,
-        concurrency_ceiling=concurrency_ceiling,
-        failure_rate=failure_rate,
-        allow_cancel=allow_cancel,
-        short_pages=short_pages,
-        api_key=SecretStr(api_key) if api_key else None,
-        api_secret=SecretStr(api_secret) if api_secret else None,
-    )
+    # The options named like EmulatorConfig's fields are those fields; only the secrets are wrapped.
+    settings = {name: value for name, value in locals().items() if name in EmulatorConfig.model_fields}
+    secrets = {
+        name: SecretStr(value) if value else None
+        for name, value in [("api_key", api_key), ("api_secret", api_secret)]
+    }
+    config = EmulatorConfig(**{**settings, **secrets})
 
     def announce(base_url: str) -> None:
         root = base_url.removesuffix("/v1")

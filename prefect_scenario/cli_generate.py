@@ -18,6 +18,7 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -37,6 +38,40 @@ LAYERS_HELP = "Split a video into transparent layers with Scenario's Video to La
 EDIT_HELP = "Edit a video from a prompt with Runway Aleph 2."
 
 
+@Parameter(name="*")  # flattened: --out, --dry-run, ... as options of each command
+@dataclass(frozen=True)
+class RunSettings:
+    """What every run command takes besides its model's inputs."""
+
+    out: Path = Path("scenario-outputs")
+    """Directory for the outputs and manifest.json."""
+    dry_run: bool = False
+    """Check the inputs, upload them (free) and print the estimate; submit nothing."""
+    credentials: str | None = None
+    """Name of a saved Scenario Credentials block. Default: the SCENARIO_SDK_API_KEY,
+    SCENARIO_SDK_API_SECRET and SCENARIO_BASE_URL environment variables."""
+    max_creative_units: float | None = None
+    """Refuse, before spending, when the estimate is above this."""
+    refresh: bool = False
+    """Pay for a new generation even when an earlier run had the same inputs (and, for an edit, seed)."""
+    timeout_seconds: float = 3600.0
+    """How long to wait for the job (it goes on past this)."""
+
+    def flow_arguments(self) -> dict[str, Any]:
+        """The flow's keyword arguments these settings stand for."""
+        return {
+            "destination": str(self.out.resolve()),
+            "credentials": self.credentials,
+            "max_creative_units": self.max_creative_units,
+            "refresh": self.refresh,
+            "timeout_seconds": self.timeout_seconds,
+            "dry_run": self.dry_run,
+        }
+
+
+_DEFAULT_SETTINGS = RunSettings()
+
+
 def register(app: App) -> None:
     """Add ``layers`` and ``edit`` to ``app``, loaded only when one of them runs."""
     app.command(f"{__name__}:layers", name="layers", help=LAYERS_HELP)
@@ -48,12 +83,7 @@ def layers(
     *,
     instruction: Annotated[str, Parameter(name=["--instruction", "-i"])],
     max_layers: int = 6,
-    out: Path = Path("scenario-outputs"),
-    dry_run: bool = False,
-    credentials: str | None = None,
-    max_creative_units: float | None = None,
-    refresh: bool = False,
-    timeout_seconds: float = 3600.0,
+    settings: RunSettings = _DEFAULT_SETTINGS,
 ) -> int:
     """Split a video into transparent layers with Scenario's Video to Layers model.
 
@@ -65,19 +95,6 @@ def layers(
         How to split it: name the objects or the rule, not the scene.
     max_layers
         At most this many layers, 1 to 10, the background included.
-    out
-        Directory for the layers and manifest.json.
-    dry_run
-        Check the inputs, upload them (free) and print the estimate; submit nothing.
-    credentials
-        Name of a saved Scenario Credentials block. Default: the SCENARIO_SDK_API_KEY,
-        SCENARIO_SDK_API_SECRET and SCENARIO_BASE_URL environment variables.
-    max_creative_units
-        Refuse, before spending, when the estimate is above this.
-    refresh
-        Pay for a new generation even when an earlier run had the same clip and inputs.
-    timeout_seconds
-        How long to wait for the job (it goes on past this).
     """
 
     def check() -> None:
@@ -86,24 +103,15 @@ def layers(
 
         validate_layers_inputs(None if is_asset_id(video) else Path(video), instruction, max_layers)
 
-    destination = str(out.resolve())
-
     async def run() -> ScenarioRunResult:
         from prefect_scenario.flows import video_to_layers
 
-        return await video_to_layers(
-            video,
-            instruction,
-            max_layers=max_layers,
-            destination=destination,
-            credentials=credentials,
-            max_creative_units=max_creative_units,
-            refresh=refresh,
-            timeout_seconds=timeout_seconds,
-            dry_run=dry_run,
+        result: ScenarioRunResult = await video_to_layers(
+            video, instruction, max_layers=max_layers, **settings.flow_arguments()
         )
+        return result
 
-    return _execute(check, run, out=out, credentials=credentials)
+    return _execute(check, run, settings)
 
 
 def edit(
@@ -113,14 +121,9 @@ def edit(
     keyframe: Annotated[list[str] | None, Parameter(name="--keyframe", negative="")] = None,
     prompt_image: Annotated[list[str] | None, Parameter(name="--prompt-image", negative="")] = None,
     seed: int | None = None,
-    out: Path = Path("scenario-outputs"),
-    dry_run: bool = False,
-    credentials: str | None = None,
-    max_creative_units: float | None = None,
-    refresh: bool = False,
-    timeout_seconds: float = 3600.0,
     split: Annotated[bool, Parameter(negative="--no-split")] = True,
     fit: Annotated[bool, Parameter(negative="")] = False,
+    settings: RunSettings = _DEFAULT_SETTINGS,
 ) -> int:
     """Edit a video from a prompt with Runway Aleph 2.
 
@@ -137,19 +140,6 @@ def edit(
         A reference image placed in the output, PATH@SECONDS or PATH@PERCENT% (repeat, up to 5).
     seed
         0 to 4294967295 for a repeatable edit; with a seed, the same inputs reuse an earlier job.
-    out
-        Directory for the edit and manifest.json.
-    dry_run
-        Check the inputs, upload them (free) and print the estimate; submit nothing.
-    credentials
-        Name of a saved Scenario Credentials block. Default: the SCENARIO_SDK_API_KEY,
-        SCENARIO_SDK_API_SECRET and SCENARIO_BASE_URL environment variables.
-    max_creative_units
-        Refuse, before spending, when the estimate is above this.
-    refresh
-        Pay for a new generation even when an earlier run had the same inputs and seed.
-    timeout_seconds
-        How long to wait for the job (it goes on past this).
     split
         A clip over 30 s or 16 MiB is cut into chunks within the limits (at scene cuts or
         keyframes), edited in parallel with the same prompt and seed, and stitched back with its
@@ -183,28 +173,22 @@ def edit(
         if probe is not None:
             plan_aleph_clip(probe, allow_split=split, fit_to_limits=fit)
 
-    destination = str(out.resolve())
-
     async def run() -> ScenarioRunResult:
         from prefect_scenario.flows import aleph_edit
 
-        return await aleph_edit(
+        result: ScenarioRunResult = await aleph_edit(
             video,
             prompt,
             keyframes=parsed["keyframes"] or None,
             prompt_images=parsed["prompt_images"] or None,
             seed=seed,
-            destination=destination,
-            credentials=credentials,
-            max_creative_units=max_creative_units,
-            refresh=refresh,
-            timeout_seconds=timeout_seconds,
-            dry_run=dry_run,
             allow_split=split,
             fit_to_limits=fit,
+            **settings.flow_arguments(),
         )
+        return result
 
-    return _execute(check, run, out=out, credentials=credentials)
+    return _execute(check, run, settings)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,18 +197,14 @@ def edit(
 
 
 def _execute(
-    check: Callable[[], None],
-    run: Callable[[], Awaitable[ScenarioRunResult]],
-    *,
-    out: Path,
-    credentials: str | None,
+    check: Callable[[], None], run: Callable[[], Awaitable[ScenarioRunResult]], settings: RunSettings
 ) -> int:
     """Check locally, run the flow, write the manifest; map expected errors to one line and a code."""
     from prefect_scenario.errors import ScenarioError
 
     try:
         check()
-        if credentials is None:
+        if settings.credentials is None:
             # Fail before a Prefect server starts when the environment has no credentials.
             from prefect_scenario.blocks import ScenarioCredentials
 
@@ -236,7 +216,7 @@ def _execute(
     except KeyboardInterrupt:
         print("error: interrupted; a submitted Scenario job goes on and is billed", file=sys.stderr)
         return 130
-    _report(result, out)
+    _report(result, settings.out)
     return EXIT_OK
 
 

@@ -15,7 +15,7 @@ import asyncio
 import json
 import shlex
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -178,7 +178,7 @@ async def _collect(
                 f"these inputs looks for it before paying ({_summary(entry.inputs)})"
             )
     rows: list[dict[str, Any]] = []
-    started = datetime.now(timezone.utc) - since
+    started = datetime.now(UTC) - since
     async with creds.get_client() as client:
         async for job in client.jobs.list(type="custom", updated_after=started, page_size=100):
             if model is not None and job.model_id != model:

@@ -41,6 +41,24 @@ LAYERS_DEFAULT_LAYERS = 6
 ASSET_ID_PREFIX = "asset_"
 
 
+def sniff_media_type(head: bytes) -> str | None:
+    """The MIME type of an image or video from its first bytes (64 are enough), or None."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if head[4:8] == b"ftyp":
+        return "video/quicktime" if head[8:12] == b"qt  " else "video/mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        # The EBML header names its DocType within the first bytes.
+        return "video/webm" if b"webm" in head else "video/x-matroska"
+    return None
+
+
 def is_asset_id(value: object) -> bool:
     """True for a Scenario asset id (``asset_…``): a clip or image already on Scenario, no upload needed.
 

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 __all__ = ["ScenarioEmulator", "emulate_scenario"]
 
 # The names and values live here, not imported from prefect_scenario.blocks: that module imports
-# Prefect. tests/test_testing_plugin.py checks them against ScenarioCredentials.from_env.
+# Prefect. tests/testing/test_testing_plugin.py checks them against ScenarioCredentials.from_env.
 ENV_API_KEY = "SCENARIO_SDK_API_KEY"
 ENV_API_SECRET = "SCENARIO_SDK_API_SECRET"
 ENV_BEARER_TOKEN = "SCENARIO_SDK_JWT"

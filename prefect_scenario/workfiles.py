@@ -18,6 +18,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
@@ -62,6 +63,27 @@ def _writer_gone(host: str | None, pid: str | None) -> bool:
     return False
 
 
+def _sweep(
+    folder: Path, pick: Callable[[os.DirEntry[str]], bool], remove: Callable[[str], None]
+) -> list[Path]:
+    """Remove the entries of ``folder`` that ``pick`` chooses; best effort, as housekeeping must be.
+
+    An entry that vanishes meanwhile (another process swept it) is skipped; a folder that cannot be
+    read sweeps nothing.
+    """
+    removed: list[Path] = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                with contextlib.suppress(FileNotFoundError):
+                    if pick(entry):
+                        remove(entry.path)
+                        removed.append(Path(entry.path))
+    except OSError:
+        return removed
+    return removed
+
+
 def sweep_stale_parts(target: Path) -> list[Path]:
     """Remove the partial files of ``target`` that no live process is writing.
 
@@ -75,22 +97,16 @@ def sweep_stale_parts(target: Path) -> list[Path]:
     name = re.compile(
         rf"\.{re.escape(target.name)}\.(?:(?P<host>[0-9a-f]{{8}})-(?P<pid>\d+)\.)?[a-z0-9_]+\.part"
     )
-    removed: list[Path] = []
     now = time.time()
-    try:
-        with os.scandir(target.parent) as entries:
-            for entry in entries:
-                match = name.fullmatch(entry.name)
-                if match is None or not entry.is_file(follow_symlinks=False):
-                    continue
-                with contextlib.suppress(FileNotFoundError):
-                    fresh = now - entry.stat(follow_symlinks=False).st_mtime < STALE_PART_SECONDS
-                    if fresh and not _writer_gone(match["host"], match["pid"]):
-                        continue
-                    os.unlink(entry.path)
-                    removed.append(Path(entry.path))
-    except FileNotFoundError:
-        return removed
+
+    def stale(entry: os.DirEntry[str]) -> bool:
+        match = name.fullmatch(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False):
+            return False
+        fresh = now - entry.stat(follow_symlinks=False).st_mtime < STALE_PART_SECONDS
+        return not fresh or _writer_gone(match["host"], match["pid"])
+
+    removed = _sweep(target.parent, stale, os.unlink)
     if removed:
         logger.info("removed %d stale partial file(s) of %s left by gone processes", len(removed), target)
     return removed
@@ -122,20 +138,15 @@ def sweep_dead_scratch_dirs(root: Path | None = None) -> list[Path]:
         The directories removed.
     """
     folder = root if root is not None else Path(tempfile.gettempdir())
-    removed: list[Path] = []
-    try:
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if not entry.name.startswith(SCRATCH_PREFIX):  # cheap test first: /tmp can be large
-                    continue
-                match = _SCRATCH_DIR.fullmatch(entry.name)
-                if match is None or not _writer_gone(match["host"], match["pid"]):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                    removed.append(Path(entry.path))
-    except OSError:
-        return removed
+
+    def dead(entry: os.DirEntry[str]) -> bool:
+        if not entry.name.startswith(SCRATCH_PREFIX):  # cheap test first: /tmp can be large
+            return False
+        match = _SCRATCH_DIR.fullmatch(entry.name)
+        alive = match is None or not _writer_gone(match["host"], match["pid"])
+        return not alive and entry.is_dir(follow_symlinks=False)
+
+    removed = _sweep(folder, dead, lambda path: shutil.rmtree(path, ignore_errors=True))
     if removed:
         logger.info("removed %d temporary folder(s) of gone processes from %s", len(removed), folder)
     return removed

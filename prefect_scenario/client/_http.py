@@ -14,7 +14,7 @@ import os
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Generator, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -147,7 +147,7 @@ class ScenarioAuth(httpx.Auth):
 
 def utc_iso(moment: datetime) -> str:
     """A datetime in the API's form: ISO 8601 UTC with milliseconds and ``Z``."""
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -163,7 +163,7 @@ def retry_after_seconds(response: httpx.Response) -> float | None:
                 return max(float(raw), 0.0)
             except ValueError:
                 when = email.utils.parsedate_to_datetime(raw)
-                return max((when - datetime.now(timezone.utc)).total_seconds(), 0.0)
+                return max((when - datetime.now(UTC)).total_seconds(), 0.0)
     except (ValueError, TypeError, OverflowError):
         return None
     if response.status_code == 429:

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 from prefect_scenario.errors import DownloadError, InputValidationError
-from prefect_scenario.models import AssetEnvelope, CreateImageAssetRequest, ScenarioAsset
+from prefect_scenario.models import AssetEnvelope, CreateImageAssetRequest, ScenarioAsset, sniff_media_type
 from prefect_scenario.workfiles import part_path_beside, scratch_dir
 
 from ._http import HttpCore, parse
@@ -72,19 +72,6 @@ def extension_for(mime_type: str) -> str:
     return _EXTENSIONS.get(mime_type) or mimetypes.guess_extension(mime_type) or ""
 
 
-def sniff_image_type(head: bytes) -> str | None:
-    """The MIME type of an image from its first bytes, or None."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    return None
-
-
 class AssetsAPI:
     """Scenario assets: ``client.assets``."""
 
@@ -122,7 +109,7 @@ class AssetsAPI:
             path, data = Path(source), None
             size = path.stat().st_size
             head = await asyncio.to_thread(_read_head, path)
-        mime = mime_type or sniff_image_type(head) or (guess_content_type(path) if path else None)
+        mime = mime_type or sniff_media_type(head) or (guess_content_type(path) if path else None)
         if mime is None or not mime.startswith("image/"):
             raise InputValidationError(
                 f"{name or (path.name if path else 'the bytes')} is not a PNG, JPEG, WebP or GIF image: "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect_scenario.errors import (
@@ -171,7 +171,7 @@ class GenerateAPI:
         """
         payload = _body(body)
         expected = model_input_body(model_id, payload)
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         sends = 0
         while True:
             sends += 1

@@ -53,12 +53,10 @@ from prefect_scenario.flows.aleph import fit_clip
 from prefect_scenario.flows.aleph_chunks import (
     AlephEdit,
     ChunkPlan,
-    chunks_failed,
-    deliver_chunks,
+    chunks_failure,
+    finish_chunks,
     plan_chunks,
     run_chunks,
-    stitch_chunks,
-    stitched_creative_units,
 )
 from prefect_scenario.flows.batch_report import BatchProgress, publish_batch_artifacts
 from prefect_scenario.flows.layers_review import review_layer_outputs
@@ -308,33 +306,28 @@ class _Run:
     async def _run_chunks(self, clip: _Clip, plan: ChunkPlan) -> ClipResult:
         results = await run_chunks(plan, self.jobs, retries=self.recipe.chunk_retries)
         job_ids = [c.job_id or "" for c in results]
-        failed = [c for c in results if c.status != "success"]
-        if failed:
-            error = chunks_failed(failed, results)
+        error = chunks_failure(results)
+        if error is not None:
             get_run_logger().error("Clip %s failed: %s", clip.source.name, error)
             return clip.report(status=FAILED, chunk_job_ids=job_ids, error=_describe(error))
-        stitched, _ = await stitch_chunks(
-            results, plan, destination=self.jobs.destination, storage=self.jobs.destination_storage
-        )
-        await deliver_chunks(results, self.jobs.credentials)
+        edit = await finish_chunks(results, plan, self.jobs)
         clip.notes[-1] = (
             f"split into {len(results)} chunks ({', '.join(job_ids)}), stitched back with the source's "
             f"audio ({plan.probe.duration_seconds:.2f} s)"
         )
-        reused = all(c.reused for c in results)
         get_run_logger().info(
             "Clip %s succeeded: %d chunk jobs stitched into %s%s",
             clip.source.name,
             len(results),
-            stitched.location,
-            " (reused: nothing spent)" if reused else "",
+            edit.output.location,
+            " (reused: nothing spent)" if edit.reused else "",
         )
         return clip.report(
             status=SUCCEEDED,
             chunk_job_ids=job_ids,
-            creative_units_cost=stitched_creative_units(results),
-            reused=reused,
-            outputs=[stitched],
+            creative_units_cost=edit.creative_units_cost,
+            reused=edit.reused,
+            outputs=[edit.output],
         )
 
 

@@ -25,6 +25,7 @@ from prefect.logging import get_run_logger
 
 from prefect_scenario.blocks import ScenarioCredentials
 from prefect_scenario.budget import check_budget
+from prefect_scenario.flows._arguments import options_from
 from prefect_scenario.flows._job import JobRunner
 from prefect_scenario.flows._stopwatch import Stopwatch
 from prefect_scenario.flows.layers_review import Preview
@@ -87,14 +88,7 @@ class GenerationOptions:
 
     def runner(self) -> JobRunner:
         """The paid path for this generation's job(s), with these options."""
-        return JobRunner(
-            credentials=self.credentials,
-            destination=self.destination,
-            destination_storage=self.destination_storage,
-            timeout_seconds=self.timeout_seconds,
-            reuse_across_runs=self.reuse_across_runs,
-            refresh=self.refresh,
-        )
+        return options_from(JobRunner, vars(self))
 
 
 async def run_generation(

@@ -23,7 +23,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect.client.schemas.objects import State
@@ -64,7 +64,7 @@ def _flow_run_created() -> datetime | None:
     if context is None or context.flow_run is None:
         return None
     created = context.flow_run.created
-    return created if created is None or created.tzinfo else created.replace(tzinfo=timezone.utc)
+    return created if created is None or created.tzinfo else created.replace(tzinfo=UTC)
 
 
 def came_from_earlier_run(state: State[Any], submitted: SubmittedJob) -> bool:
@@ -83,7 +83,7 @@ def came_from_earlier_run(state: State[Any], submitted: SubmittedJob) -> bool:
         return True
     submitted_at = submitted.submitted_at
     if submitted_at.tzinfo is None:
-        submitted_at = submitted_at.replace(tzinfo=timezone.utc)
+        submitted_at = submitted_at.replace(tzinfo=UTC)
     return submitted_at < created
 
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
 from prefect.filesystems import ReadableFileSystem, WritableFileSystem
 from prefect.logging import get_run_logger
 
@@ -24,6 +23,7 @@ from prefect_scenario.concurrency import (
     SlotPool,
     existing_limit_size,
 )
+from prefect_scenario.flows._arguments import options_from
 from prefect_scenario.flows._common import (
     GenerationOptions,
     GenerationRequest,
@@ -31,23 +31,21 @@ from prefect_scenario.flows._common import (
     run_generation,
     storage_slug,
 )
+from prefect_scenario.flows._flow import scenario_flow
 from prefect_scenario.flows._job import ceiling_aware_submit
 from prefect_scenario.flows._stopwatch import Stopwatch
 from prefect_scenario.flows.aleph_chunks import (
     DEFAULT_CHUNK_RETRIES,
     AlephEdit,
-    chunks_failed,
-    deliver_chunks,
+    chunks_failure,
+    finish_chunks,
     plan_chunks,
     run_chunks,
-    stitch_chunks,
-    stitched_creative_units,
 )
 from prefect_scenario.flows.reporting import model_name
 from prefect_scenario.flows.result import ESTIMATED, ScenarioRunResult
 from prefect_scenario.formatting import format_units, mebibytes
-from prefect_scenario.hooks import cancel_remote_jobs
-from prefect_scenario.models import ALEPH_MAX_VIDEO_BYTES, ALEPH_MODEL_ID, AlephInput, Keyframe, PromptImage
+from prefect_scenario.models import ALEPH_MAX_VIDEO_BYTES, ALEPH_MODEL_ID, Keyframe, PromptImage
 from prefect_scenario.storage import new_temp_dir
 from prefect_scenario.tasks import upload_image, upload_video
 from prefect_scenario.tasks.upload import ensure_uploaded
@@ -224,31 +222,28 @@ async def edit_in_chunks(
             jobs = replace(options.runner(), submit=ceiling_aware_submit(watch), slots=slots)
             with clock.phase("wait"):
                 results = await run_chunks(plan, jobs, retries=settings.chunk_retries)
-        failed = [c for c in results if c.status != "success"]
-        if failed:
+        error = chunks_failure(results)
+        if error is not None:
             result = ScenarioRunResult(**base, status="failure", chunks=results, timings=clock.timings())
             await report_run(request, options, result, clock)
-            raise chunks_failed(failed, results)
+            raise error
         with clock.phase("stitch"):
-            stitched, preview = await stitch_chunks(
-                results, plan, destination=options.destination, storage=options.destination_storage
-            )
-            await deliver_chunks(results, options.credentials)
+            stitched = await finish_chunks(results, plan, jobs)
         result = ScenarioRunResult(
             **base,
             status="success",
-            creative_units_cost=stitched_creative_units(results),
-            outputs=[stitched],
+            creative_units_cost=stitched.creative_units_cost,
+            outputs=[stitched.output],
             chunks=results,
-            reused=all(c.reused for c in results),
+            reused=stitched.reused,
             timings=clock.timings(),
         )
-        result = await report_run(request, options, result, clock, preview=preview)
+        result = await report_run(request, options, result, clock, preview=stitched.preview)
         logger.info(
             "%s finished: %d chunk jobs stitched into %s (%s creative units)",
             name,
             len(results),
-            stitched.location,
+            stitched.output.location,
             format_units(result.creative_units_cost),
         )
         return result
@@ -256,9 +251,9 @@ async def edit_in_chunks(
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-@flow(
-    name=FLOW_NAME,
-    flow_run_name=_run_name,
+@scenario_flow(
+    FLOW_NAME,
+    run_name=_run_name,
     description=(
         "Rewrite the look of a video from a prompt with Runway Aleph 2 (motion and structure kept), "
         "optionally guided by reference images, and store the edit with its sha256. A clip over 30 s "
@@ -266,11 +261,6 @@ async def edit_in_chunks(
         "audio) or fitting it (re-encoded). With a seed, the same clip and inputs reuse the earlier "
         "job: nothing is paid twice."
     ),
-    # Off by default; safe when turned on: the paid submit is persisted, a retry never re-submits.
-    retries=0,
-    persist_result=True,
-    on_cancellation=[cancel_remote_jobs],
-    on_crashed=[cancel_remote_jobs],
 )
 async def aleph_edit(
     video: str,
@@ -306,11 +296,10 @@ async def aleph_edit(
             inputs reuses this run's job; without one, every run is a new generation.
         destination: Where the edit goes: a local directory, or a folder inside the destination
             storage block. Each job gets its own sub-folder.
-        credentials: A saved Scenario Credentials block (or its name). Empty: the
-            SCENARIO_SDK_API_KEY / SCENARIO_SDK_API_SECRET environment variables of the run.
-        video_storage: A storage block (S3 bucket, local file system) holding the clip.
+        credentials: $credentials
+        video_storage: $clip_storage
         destination_storage: A storage block (S3 bucket, ...) for the edit instead of the local disk.
-        max_creative_units: Refuse, before spending, when the estimate is above this many creative units.
+        max_creative_units: $max_creative_units
         refresh: Pay for a new generation even when an earlier run had the same inputs and seed.
         timeout_seconds: How long to wait for the job (each chunk's job). The job goes on past it.
         dry_run: Only check the inputs, upload them (free) and estimate the cost; submit nothing.
@@ -388,29 +377,17 @@ async def aleph_edit(
                 len(keyframes),
                 len(prompt_images),
             )
-        options = GenerationOptions(
-            credentials=creds,
-            destination=destination,
-            destination_storage=destination_storage,
-            max_creative_units=max_creative_units,
-            # Without a seed the user asked for a fresh random result: reusing an earlier job would
-            # silently hand back the same one. With a seed, the same inputs mean the same edit.
-            reuse_across_runs=seed is not None,
-            refresh=refresh,
-            timeout_seconds=timeout_seconds,
-            dry_run=dry_run,
-        )
+        # Without a seed the user asked for a fresh random result: reusing an earlier job would
+        # silently hand back the same one. With a seed, the same inputs mean the same edit.
+        reuse = seed is not None
+        options = options_from(GenerationOptions, locals(), credentials=creds, reuse_across_runs=reuse)
         edit = AlephEdit(
             clip=clip, local=local, prompt=prompt, keyframes=keyframes, prompt_images=prompt_images, seed=seed
         )
         if handling == "split":
             assert probe is not None
             assert local is not None
-            settings = ChunkSettings(
-                max_parallel_chunks=max_parallel_chunks,
-                chunk_retries=chunk_retries,
-                concurrency_limit_name=concurrency_limit_name,
-            )
+            settings = options_from(ChunkSettings, locals())
             return await edit_in_chunks(edit, local, probe, options, settings, clock)
         if handling == "fit":
             assert probe is not None
@@ -441,13 +418,7 @@ async def _edit_one_clip(
         wire_keyframes, wire_images, sources = await _upload_references(
             edit.keyframes, edit.prompt_images, creds
         )
-    body = AlephInput(
-        prompt=edit.prompt,
-        video=asset_id,
-        keyframes=wire_keyframes or None,
-        prompt_image=wire_images or None,
-        seed=edit.seed,
-    ).to_body()
+    body = edit.body(asset_id, wire_keyframes, wire_images)
     request = GenerationRequest(
         flow_slug=FLOW_NAME,
         model_id=ALEPH_MODEL_ID,

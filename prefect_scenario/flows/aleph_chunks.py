@@ -12,10 +12,10 @@ is one near an even split (``video.plan_split``). Then:
    :class:`~prefect_scenario.concurrency.SlotPool` (:func:`run_chunks`);
 5. a chunk whose job failed on the server is submitted again as a new job (``chunk_retries``
    times); a refused request (400) is the input's fault and is not;
-6. only a complete set is stitched (:func:`stitch_chunks`: ``video.concat_videos``, with the source's
-   audio) and stored with its sha256; then the chunks' ledger entries are settled
-   (:func:`deliver_chunks`). Otherwise the chunks' failure is raised (:func:`chunks_failed`) and the
-   finished chunks' outputs stay stored: they are paid for, and a rerun reuses their jobs.
+6. only a complete set is stitched (:func:`finish_chunks`: ``video.concat_videos``, with the
+   source's audio) and stored with its sha256; then the chunks' ledger entries are settled.
+   Otherwise the chunks' failure is reported (:func:`chunks_failure`) and the finished chunks'
+   outputs stay stored: they are paid for, and a rerun reuses their jobs.
 
 ``aleph_edit`` (``allow_split``) and ``aleph_edit_batch`` both edit long clips with these functions.
 """
@@ -98,6 +98,16 @@ class AlephEdit:
     def inputs(self) -> dict[str, Any]:
         """What every chunk shares, as recorded on a split edit's result."""
         return {"prompt": self.prompt, **({"seed": self.seed} if self.seed is not None else {})}
+
+    def body(self, asset_id: str, keyframes: list[Keyframe], images: list[PromptImage]) -> dict[str, Any]:
+        """The wire body of this edit's job for an uploaded clip (or chunk) and uploaded references."""
+        return AlephInput(
+            prompt=self.prompt,
+            video=asset_id,
+            keyframes=keyframes or None,
+            prompt_image=images or None,
+            seed=self.seed,
+        ).to_body()
 
 
 @dataclass(frozen=True)
@@ -287,13 +297,7 @@ def _body(chunk: Chunk, asset_id: str, image_ids: dict[str, str], edit: AlephEdi
         PromptImage(uri=image_ids[p.image], position_type="timestamp", timestamp_seconds=p.timestamp_seconds)
         for p in chunk.references.prompt_images
     ]
-    return AlephInput(
-        prompt=edit.prompt,
-        video=asset_id,
-        keyframes=keyframes or None,
-        prompt_image=images or None,
-        seed=edit.seed,
-    ).to_body()
+    return edit.body(asset_id, keyframes, images)
 
 
 async def plan_chunks(
@@ -441,17 +445,36 @@ async def run_chunks(plan: ChunkPlan, jobs: JobRunner, *, retries: int) -> list[
     return list(await asyncio.gather(*(_run_chunk(chunk, jobs, retries) for chunk in plan.chunks)))
 
 
-async def deliver_chunks(results: Sequence[ChunkResult], credentials: ScenarioCredentials) -> None:
-    """Settle the chunks' ledger entries: their outputs are in the stored, stitched edit."""
+@dataclass(frozen=True)
+class StitchedEdit:
+    """A split clip's edit, stitched back, stored, and its chunks' jobs settled."""
+
+    output: StoredOutput
+    preview: Preview | None
+    creative_units_cost: float | None  # None when any chunk's cost is unknown
+    reused: bool  # every chunk came from an earlier run: nothing was spent
+
+
+def chunks_failure(results: list[ChunkResult]) -> ChunksFailedError | None:
+    """The error to report when any chunk failed (a split clip is never stitched from a partial set)."""
+    failed = [c for c in results if c.status != "success"]
+    return chunks_failed(failed, results) if failed else None
+
+
+async def finish_chunks(results: list[ChunkResult], plan: ChunkPlan, jobs: JobRunner) -> StitchedEdit:
+    """Stitch every chunk's edit with the source's audio, store it, then settle the chunks' ledger entries.
+
+    Settling comes last: until the stitched edit is stored, a rerun must find the chunks' jobs again.
+    """
+    stitched, preview = await stitch_chunks(
+        results, plan, destination=jobs.destination, storage=jobs.destination_storage
+    )
     for chunk in results:
         if chunk.job_id is not None:
-            await mark_delivered(chunk.job_id, ledger_key(ALEPH_MODEL_ID, chunk.inputs, credentials))
-
-
-def stitched_creative_units(results: Sequence[ChunkResult]) -> float | None:
-    """What the chunks cost in all (None when any chunk's cost is unknown)."""
+            await mark_delivered(chunk.job_id, ledger_key(ALEPH_MODEL_ID, chunk.inputs, jobs.credentials))
     billed = [chunk.creative_units_cost for chunk in results]
-    return None if any(b is None for b in billed) else sum(b or 0.0 for b in billed)
+    cost = None if any(b is None for b in billed) else sum(b or 0.0 for b in billed)
+    return StitchedEdit(stitched, preview, cost, reused=all(c.reused for c in results))
 
 
 # -- stitching ------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ import os
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from prefect import flow
 from prefect.client.schemas.objects import State
 from prefect.filesystems import WritableFileSystem
 
@@ -23,10 +22,11 @@ from prefect_scenario import video as media
 from prefect_scenario.blocks import ScenarioCredentials
 from prefect_scenario.clip_source import ClipSource, SourceStorage
 from prefect_scenario.concurrency import DEFAULT_LIMIT_NAME, DEFAULT_PARALLEL_JOBS
+from prefect_scenario.flows._arguments import options_from
 from prefect_scenario.flows._batch import BatchOptions, ModelRecipe, run_batch
+from prefect_scenario.flows._flow import scenario_flow
 from prefect_scenario.flows.aleph_chunks import DEFAULT_CHUNK_RETRIES, AlephEdit
 from prefect_scenario.flows.result import BatchResult, ClipResult
-from prefect_scenario.hooks import cancel_remote_jobs
 from prefect_scenario.models import (
     ALEPH_MODEL_ID,
     LAYERS_DEFAULT_LAYERS,
@@ -67,19 +67,15 @@ def _batch_run_name(prefix: str) -> Callable[[], str]:
 # ---------------------------------------------------------------------------------------------
 
 
-@flow(
-    name=LAYERS_BATCH_FLOW,
-    flow_run_name=_batch_run_name("layers-batch"),
+@scenario_flow(
+    LAYERS_BATCH_FLOW,
+    run_name=_batch_run_name("layers-batch"),
     description=(
         "Split many videos into transparent layers with Scenario's Video to Layers: a list of clips, "
         "a folder, or an S3 prefix. At most the global concurrency limit's jobs run at once; a budget "
         "in creative units stops new submissions before it would be passed; one failed clip fails "
         "only itself. Ends with a table of every clip."
     ),
-    retries=0,
-    persist_result=True,
-    on_cancellation=[cancel_remote_jobs],
-    on_crashed=[cancel_remote_jobs],
 )
 async def video_to_layers_batch(
     separation_instruction: str,
@@ -103,31 +99,23 @@ async def video_to_layers_batch(
     Args:
         separation_instruction: How to split each clip: name the objects or the rule, not the scene
             (e.g. "each moving object apart from the background").
-        videos: Clips one by one: local paths, paths inside the video storage block, or asset ids.
-        folder: A local folder, or a folder / key prefix inside the video storage block (e.g. an
-            S3 prefix "incoming/"). Listed one level deep, by name.
-        pattern: Which files of the folder to take, as a glob on the name (e.g. "take-*.mov").
-            Empty: every .mp4, .mov, .m4v, .webm and .mkv file.
+        videos: $videos
+        folder: $folder
+        pattern: $pattern
         max_layers: At most this many layers per clip, 1 to 10, the background included. More
             layers cost more.
         destination: Where the layers go: a local directory, or a folder inside the destination
             storage block. Each job gets its own sub-folder.
-        credentials: A saved Scenario Credentials block (or its name). Empty: the
-            SCENARIO_SDK_API_KEY / SCENARIO_SDK_API_SECRET environment variables of the run.
-        video_storage: A storage block holding the clips: an S3 bucket (prefect-aws S3Bucket) or a
-            local file system, or the name of a saved one ("s3-bucket/incoming-videos").
+        credentials: $credentials
+        video_storage: $clips_storage
         destination_storage: A storage block (S3 bucket, ...) for the layers instead of the local disk,
             or the name of a saved one ("s3-bucket/scenario-outputs").
-        budget_creative_units: Stop submitting before the estimates would pass this many creative
-            units; the remaining clips are reported "skipped: budget". Empty: no budget.
-        concurrency_limit_name: The Prefect global concurrency limit that bounds jobs in flight,
-            shared with every flow run. Created when missing. Empty: no limit (Scenario's own
-            ceiling is then waited on when it answers 429).
-        concurrency_limit: Slots of the limit when this flow creates it: your team's parallel
-            custom-job ceiling. An existing limit keeps its size.
+        budget_creative_units: $budget_creative_units
+        concurrency_limit_name: $concurrency_limit_name
+        concurrency_limit: $concurrency_limit
         refresh: Pay for new generations even when an earlier run had the same clip and inputs.
-        timeout_seconds: How long to wait for each job. The job itself goes on past it.
-        dry_run: Only check, upload (free) and estimate every clip, with the budget's plan; submit nothing.
+        timeout_seconds: $batch_timeout_seconds
+        dry_run: $batch_dry_run
 
     Returns:
         Completed when no clip failed, Failed otherwise; the state's result is the BatchResult.
@@ -153,37 +141,19 @@ async def video_to_layers_batch(
         reuse_across_runs=True,
         review_layers=True,
     )
-    options = BatchOptions(
-        credentials=credentials,
-        videos=videos,
-        folder=folder,
-        pattern=pattern,
-        video_storage=video_storage,
-        destination=destination,
-        destination_storage=destination_storage,
-        budget_creative_units=budget_creative_units,
-        concurrency_limit_name=concurrency_limit_name,
-        concurrency_limit=concurrency_limit,
-        refresh=refresh,
-        timeout_seconds=timeout_seconds,
-        dry_run=dry_run,
-    )
+    options = options_from(BatchOptions, locals())
     return await run_batch(recipe, options)
 
 
-@flow(
-    name=ALEPH_BATCH_FLOW,
-    flow_run_name=_batch_run_name("aleph-batch"),
+@scenario_flow(
+    ALEPH_BATCH_FLOW,
+    run_name=_batch_run_name("aleph-batch"),
     description=(
         "Edit many videos from one prompt with Runway Aleph 2: a list of clips, a folder, or an S3 "
         "prefix. At most the global concurrency limit's jobs run at once; a budget in creative units "
         "stops new submissions before it would be passed; one failed clip fails only itself. Ends with "
         "a table of every clip."
     ),
-    retries=0,
-    persist_result=True,
-    on_cancellation=[cancel_remote_jobs],
-    on_crashed=[cancel_remote_jobs],
 )
 async def aleph_edit_batch(
     prompt: str,
@@ -211,30 +181,22 @@ async def aleph_edit_batch(
         prompt: The edit, up to 1000 characters (e.g. "turn it into a watercolour painting").
         videos: Clips one by one: local paths, paths inside the video storage block, or asset ids.
             A clip over 30 s is edited in chunks (see allow_split).
-        folder: A local folder, or a folder / key prefix inside the video storage block (e.g. an
-            S3 prefix "incoming/"). Listed one level deep, by name.
-        pattern: Which files of the folder to take, as a glob on the name (e.g. "take-*.mov").
-            Empty: every .mp4, .mov, .m4v, .webm and .mkv file.
+        folder: $folder
+        pattern: $pattern
         seed: 0 to 4294967295 for repeatable edits. With a seed, a clip edited before with the same
             inputs reuses that job; without one, every clip is a new generation.
         destination: Where the edits go: a local directory, or a folder inside the destination
             storage block. Each job gets its own sub-folder.
-        credentials: A saved Scenario Credentials block (or its name). Empty: the
-            SCENARIO_SDK_API_KEY / SCENARIO_SDK_API_SECRET environment variables of the run.
-        video_storage: A storage block holding the clips: an S3 bucket (prefect-aws S3Bucket) or a
-            local file system, or the name of a saved one ("s3-bucket/incoming-videos").
+        credentials: $credentials
+        video_storage: $clips_storage
         destination_storage: A storage block (S3 bucket, ...) for the edits instead of the local disk,
             or the name of a saved one ("s3-bucket/scenario-outputs").
-        budget_creative_units: Stop submitting before the estimates would pass this many creative
-            units; the remaining clips are reported "skipped: budget". Empty: no budget.
-        concurrency_limit_name: The Prefect global concurrency limit that bounds jobs in flight,
-            shared with every flow run. Created when missing. Empty: no limit (Scenario's own
-            ceiling is then waited on when it answers 429).
-        concurrency_limit: Slots of the limit when this flow creates it: your team's parallel
-            custom-job ceiling. An existing limit keeps its size.
+        budget_creative_units: $budget_creative_units
+        concurrency_limit_name: $concurrency_limit_name
+        concurrency_limit: $concurrency_limit
         refresh: Pay for new generations even when an earlier run had the same inputs and seed.
-        timeout_seconds: How long to wait for each job. The job itself goes on past it.
-        dry_run: Only check, upload (free) and estimate every clip, with the budget's plan; submit nothing.
+        timeout_seconds: $batch_timeout_seconds
+        dry_run: $batch_dry_run
         allow_split: A clip over 30 s (or over 16 MiB, when fitting is off) is cut into chunks within
             the limits, edited with the same prompt and seed, and stitched back into one video with
             its audio, as aleph-edit does; its estimate for the budget is the chunks' total. Off: such
@@ -276,21 +238,7 @@ async def aleph_edit_batch(
         edit=edit,
         chunk_retries=chunk_retries,
     )
-    options = BatchOptions(
-        credentials=credentials,
-        videos=videos,
-        folder=folder,
-        pattern=pattern,
-        video_storage=video_storage,
-        destination=destination,
-        destination_storage=destination_storage,
-        budget_creative_units=budget_creative_units,
-        concurrency_limit_name=concurrency_limit_name,
-        concurrency_limit=concurrency_limit,
-        refresh=refresh,
-        timeout_seconds=timeout_seconds,
-        dry_run=dry_run,
-    )
+    options = options_from(BatchOptions, locals())
     return await run_batch(recipe, options)
 
 

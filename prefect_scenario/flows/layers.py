@@ -6,17 +6,17 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from prefect import flow
 from prefect.filesystems import ReadableFileSystem, WritableFileSystem
 from prefect.logging import get_run_logger
 
 from prefect_scenario.blocks import ScenarioCredentials, resolve_credentials
 from prefect_scenario.clip_source import ClipSource
+from prefect_scenario.flows._arguments import options_from
 from prefect_scenario.flows._common import GenerationOptions, GenerationRequest, run_generation
+from prefect_scenario.flows._flow import scenario_flow
 from prefect_scenario.flows._stopwatch import Stopwatch
 from prefect_scenario.flows.layers_review import Preview, review_layers
 from prefect_scenario.flows.result import ScenarioRunResult
-from prefect_scenario.hooks import cancel_remote_jobs
 from prefect_scenario.models import LAYERS_DEFAULT_LAYERS, VIDEO_LAYERS_MODEL_ID, VideoLayersInput
 from prefect_scenario.tasks import upload_video
 from prefect_scenario.tasks.upload import ensure_uploaded
@@ -32,21 +32,15 @@ def _run_name() -> str:
     return f"layers-{Path(video).name or video}"[:100]
 
 
-@flow(
-    name=FLOW_NAME,
-    flow_run_name=_run_name,
+@scenario_flow(
+    FLOW_NAME,
+    run_name=_run_name,
     description=(
         "Split a video into transparent layers (the moving foreground objects and the background) "
         "with Scenario's Video to Layers model, and store every layer with its sha256, beside a "
         "composite preview video, a contact sheet and how closely the layers add back up to the "
         "source (PSNR). The same clip and inputs reuse the earlier job: nothing is paid twice."
     ),
-    # Off by default: a user opts in. Retrying is safe either way: the paid submit is persisted
-    # and comes back from the cache, so a retry downloads again and never generates again.
-    retries=0,
-    persist_result=True,
-    on_cancellation=[cancel_remote_jobs],
-    on_crashed=[cancel_remote_jobs],
 )
 async def video_to_layers(
     video: str,
@@ -72,11 +66,10 @@ async def video_to_layers(
             stop sooner; more layers cost more.
         destination: Where the layers go: a local directory, or a folder inside the destination
             storage block. Each job gets its own sub-folder.
-        credentials: A saved Scenario Credentials block (or its name). Empty: the
-            SCENARIO_SDK_API_KEY / SCENARIO_SDK_API_SECRET environment variables of the run.
-        video_storage: A storage block (S3 bucket, local file system) holding the clip.
+        credentials: $credentials
+        video_storage: $clip_storage
         destination_storage: A storage block (S3 bucket, ...) for the layers instead of the local disk.
-        max_creative_units: Refuse, before spending, when the estimate is above this many creative units.
+        max_creative_units: $max_creative_units
         refresh: Pay for a new generation even when an earlier run had the same clip and inputs.
         timeout_seconds: How long to wait for the job. The job itself goes on past it.
         dry_run: Only check the inputs, upload them (free) and estimate the cost; submit nothing.
@@ -132,17 +125,8 @@ async def video_to_layers(
             sources={"video": clip.name},
             source_video=local,
         )
-        options = GenerationOptions(
-            credentials=creds,
-            destination=destination,
-            destination_storage=destination_storage,
-            max_creative_units=max_creative_units,
-            # The same clip and instruction give the same layers: reuse is what the user wants.
-            reuse_across_runs=True,
-            refresh=refresh,
-            timeout_seconds=timeout_seconds,
-            dry_run=dry_run,
-        )
+        # The same clip and instruction give the same layers: reuse is what the user wants.
+        options = options_from(GenerationOptions, locals(), credentials=creds, reuse_across_runs=True)
 
         async def review(result: ScenarioRunResult) -> tuple[ScenarioRunResult, Preview | None]:
             return await review_layers(result, source=local, destination_storage=destination_storage)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import task
@@ -321,7 +321,7 @@ async def _pay_once(
             inputs=request,
             scope=scope,
             state="submitting",
-            sent_at=datetime.now(timezone.utc),
+            sent_at=datetime.now(UTC),
             owner=owner,
             earlier_job_ids=earlier,
         )
@@ -398,7 +398,7 @@ async def _adopt(
     if found is None:
         # The POST may still be on its way through the server: look again once it cannot be.
         settle_until = entry.sent_at + timedelta(seconds=submit_settle_seconds())
-        pause = (settle_until - datetime.now(timezone.utc)).total_seconds()
+        pause = (settle_until - datetime.now(UTC)).total_seconds()
         if pause > 0:
             logger.info(
                 "No job found yet; the earlier submit could still be in flight on the server: looking "

@@ -23,12 +23,15 @@ from prefect_scenario.tasks._runtime import IN_FLIGHT, retry_transient_only
 # must not live forever; a week covers days of iterating on the same clip, and when it lapses the
 # price is one free re-upload.
 UPLOAD_CACHE_EXPIRATION = timedelta(days=7)
+UploadKind = Literal["video", "image"]
+_Source = str | Path
+_Storage = ReadableFileSystem | None
 
 
 async def _upload(
     source: str | Path,
     *,
-    kind: Literal["video", "image"],
+    kind: UploadKind,
     credentials: ScenarioCredentials | str | None,
     storage: ReadableFileSystem | None,
 ) -> str:
@@ -71,7 +74,7 @@ async def _upload(
     return asset_id
 
 
-async def _send(creds: ScenarioCredentials, local: Path, kind: Literal["video", "image"]) -> str:
+async def _send(creds: ScenarioCredentials, local: Path, kind: UploadKind) -> str:
     async with creds.get_client() as client:
         asset = await client.uploads.upload_file(local, kind=kind)
     return asset.id
@@ -87,21 +90,23 @@ def _upload_run_name(parameter: str) -> Any:
     return name
 
 
-@task(
-    name="upload_video",
-    task_run_name=_upload_run_name("video"),
-    cache_policy=UploadContentPolicy(source_parameter="video", kind="video"),
-    cache_expiration=UPLOAD_CACHE_EXPIRATION,
-    persist_result=True,
-    retries=2,
-    retry_delay_seconds=[5, 30],
-    retry_condition_fn=retry_transient_only,
-)
+def _upload_task(kind: UploadKind) -> dict[str, Any]:
+    """What both upload tasks are: only the kind, and the parameter named after it, differ."""
+    return {
+        "name": f"upload_{kind}",
+        "task_run_name": _upload_run_name(kind),
+        "cache_policy": UploadContentPolicy(source_parameter=kind, kind=kind),
+        "cache_expiration": UPLOAD_CACHE_EXPIRATION,
+        "persist_result": True,
+        "retries": 2,
+        "retry_delay_seconds": [5, 30],
+        "retry_condition_fn": retry_transient_only,
+    }
+
+
+@task(**_upload_task("video"))
 async def upload_video(
-    video: str | Path,
-    *,
-    credentials: ScenarioCredentials,
-    storage: ReadableFileSystem | None = None,
+    video: str | Path, *, credentials: ScenarioCredentials, storage: _Storage = None
 ) -> str:
     """Make a video a Scenario asset and return its id; each content is uploaded once.
 
@@ -130,21 +135,9 @@ async def upload_video(
     return await _upload(video, kind="video", credentials=credentials, storage=storage)
 
 
-@task(
-    name="upload_image",
-    task_run_name=_upload_run_name("image"),
-    cache_policy=UploadContentPolicy(source_parameter="image", kind="image"),
-    cache_expiration=UPLOAD_CACHE_EXPIRATION,
-    persist_result=True,
-    retries=2,
-    retry_delay_seconds=[5, 30],
-    retry_condition_fn=retry_transient_only,
-)
+@task(**_upload_task("image"))
 async def upload_image(
-    image: str | Path,
-    *,
-    credentials: ScenarioCredentials,
-    storage: ReadableFileSystem | None = None,
+    image: str | Path, *, credentials: ScenarioCredentials, storage: _Storage = None
 ) -> str:
     """Make an image (a keyframe, a reference) a Scenario asset and return its id; once per content.
 

@@ -13,7 +13,7 @@ from .edit import ChunkSpan, concat_videos, fit_to_limits, plan_split, split_vid
 from .layers import composite_layers, layers_psnr, psnr_against_source
 from .probe import ImageProbe, VideoProbe, mime_type_for, probe_image, probe_video
 from .samples import make_sample_clip, make_sample_image
-from .sheets import composite_preview, contact_sheet, first_frames_sheet
+from .sheets import composite_preview, contact_sheet, first_frames_sheet, layer_name
 
 __all__ = [
     "ChunkSpan",
@@ -26,6 +26,7 @@ __all__ = [
     "contact_sheet",
     "first_frames_sheet",
     "fit_to_limits",
+    "layer_name",
     "layers_psnr",
     "make_sample_clip",
     "make_sample_image",

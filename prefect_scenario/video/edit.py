@@ -31,8 +31,6 @@ from .probe import VideoProbe, probe_video
 # Muxing overhead and VBV overshoot eat into a byte budget; plan for this share of it.
 _BUDGET_SHARE = 0.85
 _MIN_VIDEO_BITRATE = 16_000
-_CHUNK_CODEC = H264(crf=18, preset="veryfast")
-_JOIN_CODEC = H264(crf=18, preset="veryfast")
 # A cut may move this share of a chunk's planned length away from the even split to land on a scene
 # cut or a keyframe: far enough to find one in ordinary footage, near enough to keep chunks alike.
 _CUT_WINDOW_SHARE = 0.2
@@ -226,7 +224,7 @@ def split_video(
     audio_bitrate = _audio_bitrate(spec)
     # A one-second VBV cap at the chunk's share of the budget keeps sizes near the plan.
     cap = int(max_bytes * 8 * _BUDGET_SHARE / float(longest)) - audio_bitrate
-    codec = H264(crf=_CHUNK_CODEC.crf, preset=_CHUNK_CODEC.preset, max_bitrate=max(cap, 50_000))
+    codec = H264(max_bitrate=max(cap, 50_000))  # H264() defaults: constant quality 18, veryfast
     out_dir.mkdir(parents=True, exist_ok=True)
     cursor = AudioCursor(source, spec) if spec is not None else None
     frames = iter_video_frames(source)
@@ -234,14 +232,8 @@ def split_video(
     try:
         for number, (start, stop) in enumerate(itertools.pairwise(bounds), start=1):
             part = out_dir / f"{source.stem}_part{number:02d}.mp4"
-            with VideoWriter(
-                part,
-                width=probe.width,
-                height=probe.height,
-                rate=rate,
-                codec=codec,
-                audio=spec,
-                audio_bitrate=audio_bitrate,
+            with VideoWriter.sized_like(
+                probe, part, rate=rate, codec=codec, audio=spec, audio_bitrate=audio_bitrate
             ) as writer:
                 for index in range(start, stop):
                     frame = next(frames, None)
@@ -298,9 +290,7 @@ def concat_videos(parts: Sequence[Path], out: Path, *, audio_from: Path | None =
         spec = next((AudioSpec.of(p.path) for p in probes if p.has_audio), None)
     shared = AudioCursor(audio_source, spec) if audio_source and spec else None
     try:
-        with VideoWriter(
-            Path(out), width=first.width, height=first.height, rate=rate, codec=_JOIN_CODEC, audio=spec
-        ) as writer:
+        with VideoWriter.sized_like(first, Path(out), rate=rate, codec=H264(), audio=spec) as writer:
             for path, probe in zip(paths, probes, strict=True):
                 own = AudioCursor(path, spec) if shared is None and spec and probe.has_audio else None
                 part_start = writer.seconds_written
@@ -389,14 +379,8 @@ def _transcode(
 ) -> None:
     cursor = AudioCursor(source, spec) if spec is not None else None
     try:
-        with VideoWriter(
-            out,
-            width=probe.width,
-            height=probe.height,
-            rate=out_rate,
-            codec=codec,
-            audio=spec,
-            audio_bitrate=audio_bitrate,
+        with VideoWriter.sized_like(
+            probe, out, rate=out_rate, codec=codec, audio=spec, audio_bitrate=audio_bitrate
         ) as writer:
             for index, frame in enumerate(iter_video_frames(source)):
                 # Keep a frame when it opens a new output frame slot: even decimation.

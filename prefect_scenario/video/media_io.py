@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, cast
+from typing import Literal, Protocol, Required, TypedDict, Unpack, cast
 
 import av
 import numpy as np
@@ -296,6 +296,25 @@ class VP9Alpha:
         }
 
 
+class WriterSettings(TypedDict, total=False):
+    """What :meth:`VideoWriter.sized_like` passes on: everything but the size."""
+
+    rate: Required[Fraction]
+    codec: Required[H264 | VP9Alpha]
+    audio: AudioSpec | None
+    audio_bitrate: int | None
+
+
+class FrameSize(Protocol):
+    """Anything with a picture size: a :class:`~prefect_scenario.video.VideoProbe`, for one."""
+
+    @property
+    def width(self) -> int: ...
+
+    @property
+    def height(self) -> int: ...
+
+
 class VideoWriter:
     """Streams frames (and optionally audio) into an H.264 MP4 or a VP9-alpha WebM.
 
@@ -336,6 +355,11 @@ class VideoWriter:
             self.abort()
             raise
         self._audio_spec = audio
+
+    @classmethod
+    def sized_like(cls, source: FrameSize, path: Path, **settings: Unpack[WriterSettings]) -> VideoWriter:
+        """A writer at ``source``'s picture size (a probe): an edit, a chunk or a preview of that clip."""
+        return cls(path, width=source.width, height=source.height, **settings)
 
     def _add_video(self, codec: H264 | VP9Alpha) -> tuple[VideoStream, str]:
         width, height, rate = self.width, self.height, self.rate

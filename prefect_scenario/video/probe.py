@@ -9,6 +9,8 @@ from pathlib import Path
 import av
 from PIL import Image, UnidentifiedImageError
 
+from prefect_scenario.models import sniff_media_type
+
 from ._errors import MediaError
 from .media_io import (
     first_audio_stream,
@@ -218,29 +220,12 @@ def mime_type_for(path: Path) -> str:
             head = handle.read(64)
     except OSError:
         head = b""
-    sniffed = _sniff(head)
+    sniffed = sniff_media_type(head)
     if sniffed is not None:
         if sniffed == "video/x-matroska" and path.suffix.lower() == ".webm":
             return "video/webm"
         return sniffed
     return _MIME_BY_SUFFIX.get(path.suffix.lower(), "application/octet-stream")
-
-
-def _sniff(head: bytes) -> str | None:
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    if head[:4] in (b"GIF8",):
-        return "image/gif"
-    if head[4:8] == b"ftyp":
-        return "video/quicktime" if head[8:12] == b"qt  " else "video/mp4"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        # The EBML header names its DocType within the first bytes.
-        return "video/webm" if b"webm" in head else "video/x-matroska"
-    return None
 
 
 def _container_name(

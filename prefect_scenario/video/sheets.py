@@ -20,6 +20,11 @@ _LABEL_HEIGHT = 12
 _SHEET_BACKGROUND = (32, 32, 32)
 
 
+def layer_name(index: int) -> str:
+    """What a user calls output ``index`` of Video to Layers: the background first, then layer 1, 2, …"""
+    return "background" if index == 0 else f"layer {index}"
+
+
 def contact_sheet(
     layers: Sequence[Path],
     out: Path,
@@ -40,7 +45,7 @@ def contact_sheet(
         ValueError: no layers.
         MediaError: a layer cannot be decoded, or no readable sheet fits `max_bytes`.
     """
-    labels = [f"{k}: {Path(p).stem}" for k, p in enumerate(layers)]
+    labels = [layer_name(k) for k in range(len(layers))]
     return _sheet(layers, out, labels, tile_width, frames_per_layer, max_bytes, centred=True)
 
 
@@ -78,9 +83,7 @@ def composite_preview(layers: Sequence[Path], out: Path) -> Path:
     with open_input(first) as container:
         rate = stream_rate(first_video_stream(container, first))
     board = checkerboard(probe.height, probe.width)
-    with VideoWriter(
-        Path(out), width=probe.width, height=probe.height, rate=rate, codec=H264(crf=20)
-    ) as writer:
+    with VideoWriter.sized_like(probe, Path(out), rate=rate, codec=H264(crf=20)) as writer:
         for frame in _composite(layers, base=board):
             writer.add_frame(frame)
     return Path(out)

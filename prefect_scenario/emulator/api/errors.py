@@ -7,7 +7,8 @@ parse two kinds of error body.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +17,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from prefect_scenario.emulator.service.ids import new_trace_id
 from prefect_scenario.models import ApiErrorBody
+
+RecordT = TypeVar("RecordT")
 
 
 class ApiError(Exception):
@@ -53,6 +56,14 @@ def bad_request(reason: str, *, field: str | None = None, **details: Any) -> Api
 def not_found(reason: str) -> ApiError:
     """A 404."""
     return ApiError(404, reason)
+
+
+def record_or_404(records: Mapping[str, RecordT], record_id: str, kind: str) -> RecordT:
+    """The record named ``record_id``, or the API's 404 ("Job job_… not found")."""
+    record = records.get(record_id)
+    if record is None:
+        raise not_found(f"{kind} {record_id} not found")
+    return record
 
 
 def error_response(

@@ -28,6 +28,20 @@ from prefect_scenario.models import (
 
 _ALWAYS = {"always": True}
 
+
+def _image_input(description: str) -> dict[str, Any]:
+    """The ``uri`` field of a keyframe or a prompt image: the same in both arrays but for its words."""
+    return {
+        "description": description,
+        "kind": "image",
+        "label": "Image",
+        "name": "uri",
+        "costImpact": False,
+        "required": _ALWAYS,
+        "type": "file",
+    }
+
+
 _ALEPH_INPUTS: list[dict[str, Any]] = [
     {
         "description": "Describe how you want the video to look or feel after editing — style, atmosphere, "
@@ -59,15 +73,7 @@ _ALEPH_INPUTS: list[dict[str, Any]] = [
         "description": "Pin reference images to specific moments in the video to guide the edit at those "
         "points. Add up to 5 keyframes. Use Seconds or Position to set each one's timing.",
         "inputs": [
-            {
-                "description": "The reference image to use at this moment in the video.",
-                "kind": "image",
-                "label": "Image",
-                "name": "uri",
-                "costImpact": False,
-                "required": _ALWAYS,
-                "type": "file",
-            },
+            _image_input("The reference image to use at this moment in the video."),
             {
                 "description": "When this keyframe applies, as a number of seconds from the start of the "
                 "video.",
@@ -101,15 +107,7 @@ _ALEPH_INPUTS: list[dict[str, Any]] = [
         "description": "Alternative to Keyframes — pin reference images to moments in the output video. "
         "Cannot be used together with Keyframes. Add up to 5 images.",
         "inputs": [
-            {
-                "description": "The reference image to apply at this position in the output.",
-                "kind": "image",
-                "label": "Image",
-                "name": "uri",
-                "costImpact": False,
-                "required": _ALWAYS,
-                "type": "file",
-            },
+            _image_input("The reference image to apply at this position in the output."),
             {
                 "allowedValues": ["timestamp", "position"],
                 "description": "Whether to set the position using a timestamp in seconds or a percentage of "

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from prefect_scenario.emulator.api.auth import require_auth
 from prefect_scenario.emulator.api.deps import get_state, root_url
-from prefect_scenario.emulator.api.errors import bad_request, not_found
+from prefect_scenario.emulator.api.errors import bad_request, record_or_404
 from prefect_scenario.emulator.api.paths import file_path
 from prefect_scenario.emulator.api.wire import asset_wire
 from prefect_scenario.emulator.service import signing
@@ -39,9 +39,7 @@ def signed_file_url(state: EmulatorState, request: Request, asset_id: str) -> st
 
 
 def _asset_or_404(state: EmulatorState, asset_id: str) -> AssetRecord:
-    asset = state.assets.get(asset_id)
-    if asset is None:
-        raise not_found(f"Asset {asset_id} not found")
+    asset = record_or_404(state.assets, asset_id, "Asset")
     return asset
 
 

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from prefect_scenario.emulator.api.deps import get_state
-from prefect_scenario.emulator.api.errors import ApiError, bad_request, error_response, not_found
+from prefect_scenario.emulator.api.errors import ApiError, bad_request, error_response, record_or_404
 from prefect_scenario.emulator.api.paths import FILE_PATH, PART_PATH, file_path, part_path
 from prefect_scenario.emulator.service import signing
 
@@ -102,9 +102,7 @@ async def serve_file(request: Request, asset_id: Annotated[str, Path(alias="asse
         return refused
     state = get_state(request)
     with state.lock:
-        asset = state.assets.get(asset_id)
-        if asset is None:
-            raise not_found(f"Asset {asset_id} not found")
+        asset = record_or_404(state.assets, asset_id, "Asset")
         path, mime_type = asset.path, asset.mime_type
     size, etag = await run_in_threadpool(_size_and_etag, path)
     span = parse_range(request.headers.get("range"), size)
@@ -139,9 +137,7 @@ async def put_part(
         return refused
     state = get_state(request)
     with state.lock:
-        upload = state.uploads.get(upload_id)
-        if upload is None:
-            raise not_found(f"Upload {upload_id} not found")
+        upload = record_or_404(state.uploads, upload_id, "Upload")
         if not 1 <= number <= upload.parts_count:
             raise bad_request(f"Part number must be from 1 to {upload.parts_count}", field="partNumber")
         if upload.status != "pending":

@@ -122,10 +122,8 @@ def _create_job(state: EmulatorState, checked: CheckedBody, price: pricing.Price
             job.result = planned
             return job
         order = WorkOrder(
-            model_id=checked.model_id,
-            body=checked.body,
+            request=checked,
             video_path=state.assets[checked.video_asset_id].path,
-            video_seconds=checked.video_seconds,
             out_dir=state.directory("work") / job.id,
             image_paths={
                 asset_id: state.assets[asset_id].path for asset_id in referenced_images(checked.body)

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from prefect_scenario.emulator.api import paging
 from prefect_scenario.emulator.api.auth import require_auth
 from prefect_scenario.emulator.api.deps import get_state
-from prefect_scenario.emulator.api.errors import bad_request, not_found
+from prefect_scenario.emulator.api.errors import bad_request, record_or_404
 from prefect_scenario.emulator.api.wire import job_model
 from prefect_scenario.emulator.service.clock import parse_iso
 from prefect_scenario.emulator.service.records import JobRecord
@@ -24,9 +24,7 @@ STATUS_VALUES = [status.value for status in JobStatus]
 
 
 def _job_or_404(state: EmulatorState, job_id: str) -> JobRecord:
-    job = state.jobs.get(job_id)
-    if job is None:
-        raise not_found(f"Job {job_id} not found")
+    job = record_or_404(state.jobs, job_id, "Job")
     return job
 
 

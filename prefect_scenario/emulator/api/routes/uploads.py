@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from prefect_scenario.emulator.api.auth import require_auth
 from prefect_scenario.emulator.api.deps import get_state, root_url
-from prefect_scenario.emulator.api.errors import bad_request, not_found
+from prefect_scenario.emulator.api.errors import bad_request, record_or_404
 from prefect_scenario.emulator.api.paths import part_path
 from prefect_scenario.emulator.api.wire import upload_wire
 from prefect_scenario.emulator.service import signing
@@ -53,9 +53,7 @@ def _envelope(state: EmulatorState, upload: UploadRecord, request: Request) -> J
 
 
 def _upload_or_404(state: EmulatorState, upload_id: str) -> UploadRecord:
-    upload = state.uploads.get(upload_id)
-    if upload is None:
-        raise not_found(f"Upload {upload_id} not found")
+    upload = record_or_404(state.uploads, upload_id, "Upload")
     return upload
 
 

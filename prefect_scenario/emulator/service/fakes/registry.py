@@ -28,19 +28,26 @@ from typing import Any
 
 from prefect_scenario.emulator.service.fakes.layers import extract_layers
 from prefect_scenario.emulator.service.fakes.restyle import StyleReference, restyle_video
+from prefect_scenario.emulator.service.records import CheckedBody
 from prefect_scenario.models import ALEPH_MODEL_ID, LAYERS_DEFAULT_LAYERS, VIDEO_LAYERS_MODEL_ID
 
 
 @dataclass(frozen=True)
 class WorkOrder:
-    """Everything a fake model needs, resolved from the request while the state was locked."""
+    """Everything a fake model needs: the checked request and its files, resolved under the state's lock."""
 
-    model_id: str
-    body: dict[str, Any]
+    request: CheckedBody
     video_path: Path
-    video_seconds: float
     out_dir: Path
     image_paths: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def model_id(self) -> str:
+        return self.request.model_id
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return self.request.body
 
 
 @dataclass(frozen=True)
@@ -69,7 +76,7 @@ def run_video_layers(order: WorkOrder) -> list[FakeOutput]:
 
 def style_references(order: WorkOrder) -> list[StyleReference]:
     """The reference images of an Aleph body, each pinned to a time in seconds."""
-    duration = order.video_seconds
+    duration = order.request.video_seconds
     references: list[StyleReference] = []
     for keyframe in order.body.get("keyframes") or []:
         seconds = keyframe.get("seconds")

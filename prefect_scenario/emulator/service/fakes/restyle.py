@@ -29,8 +29,8 @@ from prefect_scenario.video.media_io import (
 # the frame it may take over at its own time.
 _REFERENCE_SIGMA_SECONDS = 0.75
 _REFERENCE_MAX_WEIGHT = 0.6
-# Fixed encoder settings: with one thread, libx264 is byte-for-byte repeatable.
-_RESTYLE_CODEC = H264(crf=18, preset="veryfast")
+# Fixed encoder settings (H264()'s defaults): with one thread, libx264 is byte-for-byte repeatable.
+_RESTYLE_CODEC = H264()
 
 
 @dataclass(frozen=True)
@@ -106,14 +106,7 @@ def restyle_video(
     spec = AudioSpec.of(source) if probe.has_audio else None
     cursor = AudioCursor(source, spec) if spec is not None else None
     try:
-        with VideoWriter(
-            out,
-            width=probe.width,
-            height=probe.height,
-            rate=rate,
-            codec=_RESTYLE_CODEC,
-            audio=spec,
-        ) as writer:
+        with VideoWriter.sized_like(probe, out, rate=rate, codec=_RESTYLE_CODEC, audio=spec) as writer:
             for index, frame in enumerate(iter_rgb(source)):
                 styled = _apply(grade, frame)
                 styled = _pull_to_references(styled, float(index / rate), pinned)
