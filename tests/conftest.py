@@ -7,7 +7,6 @@ Prefect: no test session may read or write the developer's ``~/.prefect``.
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 import threading
 import uuid
@@ -19,8 +18,8 @@ os.environ["PREFECT_HOME"] = os.path.join(os.environ["PREFECT_SCENARIO_TEST_DIR"
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 # A temporary Prefect server migrates a fresh database before it answers; on CI's two busy cores that
-# took longer than Prefect's 20 s default (tests/test_examples.py failed on it). Every subprocess the
-# suite starts inherits this.
+# took longer than Prefect's 20 s default (tests/examples/test_examples.py failed on it). Every
+# subprocess the suite starts inherits this.
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
 
 from collections.abc import AsyncIterator, Iterator
@@ -31,24 +30,19 @@ from fastapi import FastAPI
 
 from prefect_scenario import video
 from prefect_scenario.emulator import (
-    EmulatorConfig,
     EmulatorState,
     RunningEmulator,
     create_app,
     serve_in_thread,
 )
+from support.emulator import ASGI_BASE_URL, EMULATOR_KEY, EMULATOR_SECRET, fast_config
+from support.net import free_port
+from support.s3 import ACCESS_KEY, REGION, SECRET_KEY, s3_client
+
+# Fixtures of sample media for tests/video and tests/emulator (one module each).
+pytest_plugins = ["support.sample_media"]
 
 _SESSION_DIR = Path(os.environ["PREFECT_SCENARIO_TEST_DIR"])
-EMULATOR_KEY = "test-key"
-EMULATOR_SECRET = "test-secret"
-ASGI_BASE_URL = "http://emulator.test/v1"
-
-
-def fast_config(**overrides: object) -> EmulatorConfig:
-    """Emulator settings for tests: short jobs, everything else at its default."""
-    settings: dict[str, object] = {"job_seconds": 0.3, "queue_seconds": 0.05}
-    settings.update(overrides)
-    return EmulatorConfig.model_validate(settings)
 
 
 @pytest.fixture
@@ -124,9 +118,10 @@ def sample_image_bytes(sample_image: Path) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
-# Prefect: ONE test server per session, shared by every directory that asks for it
-# (tests/prefect and tests/flows request it through an autouse wrapper of their own; the emulator,
-# client and video suites never start it).
+# Prefect: ONE test server per session, shared by every test that asks for it (tests/flows through
+# an autouse wrapper in its conftest, the modules of other directories that need it through
+# ``pytestmark = pytest.mark.usefixtures("prefect_harness")``; the emulator, client and video suites
+# never start it).
 # ---------------------------------------------------------------------------------------------
 
 RESULTS_DIR = _SESSION_DIR / "results"
@@ -164,12 +159,6 @@ def prefect_harness() -> Iterator[None]:
 def results_dir() -> Path:
     """Where Prefect persists task results in this session."""
     return RESULTS_DIR
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class _RequestLog:
@@ -211,7 +200,7 @@ def moto_server() -> Iterator[str]:
             self._server_ready_event.set()
             self._server.serve_forever()
 
-    port = _free_port()
+    port = free_port()
     server = LoggedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
@@ -230,21 +219,14 @@ def moto_requests(moto_server: str) -> list[tuple[str, str]]:
 @pytest.fixture
 def s3_bucket(moto_server: str):  # type: ignore[no-untyped-def]
     """A fresh bucket on moto's server as a prefect-aws ``S3Bucket`` block (dummy keys)."""
-    import boto3
     from prefect_aws import AwsCredentials, S3Bucket
 
     name = f"scenario-{uuid.uuid4().hex[:12]}"
-    boto3.client(
-        "s3",
-        endpoint_url=moto_server,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    ).create_bucket(Bucket=name)
+    s3_client(moto_server).create_bucket(Bucket=name)
     credentials = AwsCredentials(
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        region_name=REGION,
         aws_client_parameters={"endpoint_url": moto_server},
     )
     return S3Bucket(bucket_name=name, credentials=credentials)

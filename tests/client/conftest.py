@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -19,7 +19,7 @@ from prefect_scenario.client import PollPolicy, RetryPolicy, ScenarioClient
 BASE_URL = "https://api.test/v1"
 CANARY_KEY = "canary-key-7f3a91"
 CANARY_SECRET = "canary-SECRET-d41d8cd98f00"
-EPOCH = datetime(2026, 1, 10, 9, 0, 0, tzinfo=timezone.utc)
+EPOCH = datetime(2026, 1, 10, 9, 0, 0, tzinfo=UTC)
 
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response] | httpx.Response]
 

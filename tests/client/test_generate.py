@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -25,7 +25,7 @@ EXPECTED_INPUT = {"video": "asset_clip", "separationInstruction": "each person a
 
 
 def now_iso(offset_seconds: float = 0.0) -> str:
-    moment = datetime.now(timezone.utc) + timedelta(seconds=offset_seconds)
+    moment = datetime.now(UTC) + timedelta(seconds=offset_seconds)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -34,7 +34,7 @@ async def test_list_follows_tokens_through_short_and_empty_pages(make_client: An
         "t2": (["job_c"], "t3"),
         "t3": ([], None),
     }
-    since = datetime(2026, 1, 10, 9, 0, 0, 120000, tzinfo=timezone.utc)
+    since = datetime(2026, 1, 10, 9, 0, 0, 120000, tzinfo=UTC)
     async with make_client(paged(pages, log)) as client:
         jobs = [job async for job in client.jobs.list(type="custom", updated_after=since, page_size=2)]
     assert [job.job_id for job in jobs] == ["job_a", "job_b", "job_c"]

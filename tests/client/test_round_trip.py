@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ASGI_BASE_URL, EMULATOR_KEY, EMULATOR_SECRET
 from fastapi import FastAPI
 
 from prefect_scenario import video
@@ -32,6 +31,7 @@ from prefect_scenario.models import (
     VideoLayersInput,
 )
 from prefect_scenario.video import probe_video
+from support.emulator import ASGI_BASE_URL, EMULATOR_KEY, EMULATOR_SECRET
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-from emulator.tools import submit, upload_file, upload_image, upload_video, wait_job
 from pydantic import BaseModel, ValidationError
 from scenario_sdk.types.asset_retrieve_response import AssetRetrieveResponse
 from scenario_sdk.types.generate_run_model_response import GenerateRunModelResponse
@@ -41,6 +40,7 @@ from prefect_scenario.models import (
     UploadStatus,
     WireModel,
 )
+from support.wire import submit, upload_file, upload_image, upload_video, wait_job
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from emulator.tools import data_url, split
 from scenario_sdk import Scenario
 from scenario_sdk.types.job_retrieve_response import Job as SdkJob
 
 from prefect_scenario.emulator import RunningEmulator
 from prefect_scenario.models import ALEPH_MODEL_ID, VIDEO_LAYERS_MODEL_ID
+from support.wire import data_url, split
 
 KEY, SECRET = "sdk-key", "sdk-secret"
 TERMINAL = {"success", "failure", "canceled"}

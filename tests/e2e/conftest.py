@@ -17,8 +17,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from e2e_stack import BIN, CREDENTIALS_BLOCK, JOB_SECONDS, POOL, REPO, Stack, _environment, _free_port
-from prefect_api import PrefectAPI, wait_for
+
+from e2e.e2e_stack import BIN, CREDENTIALS_BLOCK, JOB_SECONDS, POOL, REPO, Stack, _environment
+from support.emulator import control_url
+from support.net import free_port
+from support.prefect_api import PrefectAPI, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +31,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("e2e-stack")
     workdir = root / "project"
     workdir.mkdir()
-    server_port, emulator_port = _free_port(), _free_port()
+    server_port, emulator_port = free_port(), free_port()
     api_url = f"http://127.0.0.1:{server_port}/api"
     env = _environment(root, api_url, workdir)
     emulator_root = f"http://127.0.0.1:{emulator_port}"
@@ -81,7 +84,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             try:
                 return (
                     httpx.get(f"{api_url}/health", timeout=2).json() is True
-                    and httpx.get(f"{emulator_root}/_emulator/stats", timeout=2).status_code == 200
+                    and httpx.get(control_url(emulator_root, "stats"), timeout=2).status_code == 200
                 )
             except httpx.HTTPError:
                 return False

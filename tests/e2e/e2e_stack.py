@@ -9,27 +9,20 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import httpx
-from prefect_api import PrefectAPI
+from support.emulator import control
+from support.prefect_api import PrefectAPI
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 POOL = "scenario-process"
 CREDENTIALS_BLOCK = "scenario"  # the name prefect.yaml's deployments use
 JOB_SECONDS = 2.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -134,9 +127,7 @@ class Stack:
         return self.run([str(BIN / "prefect"), *args], timeout=timeout)
 
     def emulator(self, method: str, path: str, body: Any = None) -> Any:
-        response = httpx.request(method, f"{self.emulator_root}/_emulator/{path}", json=body, timeout=10)
-        response.raise_for_status()
-        return response.json()
+        return control(self.emulator_root, method, path, body)
 
     def logs(self) -> str:
         return "\n\n".join(f"===== {p.name} ({p.log}) =====\n{p.tail()}" for p in self.processes)

@@ -1,1 +1,1 @@
-"""Tests of the Scenario API emulator (a package, so its helpers import as ``emulator.tools``)."""
+"""Tests of the Scenario API emulator (``prefect_scenario.emulator``)."""

@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 
-from emulator.tools import control, control_url
 from prefect_scenario.emulator import (
     EmulatorClock,
     EmulatorConfig,
@@ -19,6 +18,8 @@ from prefect_scenario.emulator import (
 from prefect_scenario.emulator.service.ids import new_id
 from prefect_scenario.emulator.service.records import AssetRecord, CheckedBody
 from prefect_scenario.models import ALEPH_MODEL_ID, JobEnvelope
+from support.emulator import control_url
+from support.wire import control
 
 ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 

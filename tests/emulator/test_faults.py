@@ -10,9 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from emulator.tools import control, control_url, stats, submit, upload_video, wait_job
 from prefect_scenario.emulator import ConnectionDropped, EmulatorState, FaultRule, RunningEmulator
 from prefect_scenario.models import ALEPH_MODEL_ID, VIDEO_LAYERS_MODEL_ID
+from support.emulator import control_url
+from support.wire import control, stats, submit, upload_video, wait_job
 
 GENERATE = "POST /v1/generate/custom/{modelId}"
 GET_JOB = "GET /v1/jobs/{jobId}"

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from emulator.tools import control, upload_video
 from prefect_scenario.emulator import RunningEmulator
+from support.wire import control, upload_video
 
 
 @pytest.fixture

@@ -8,12 +8,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from emulator.tools import control, stats, submit, upload_image, upload_video, wait_job
 from prefect_scenario import video
 from prefect_scenario.emulator import EmulatorState
 from prefect_scenario.emulator.service.clock import parse_iso
 from prefect_scenario.emulator.service.records import AssetRecord
 from prefect_scenario.models import ALEPH_MODEL_ID, VIDEO_LAYERS_MODEL_ID, JobEnvelope
+from support.wire import control, stats, submit, upload_image, upload_video, wait_job
 
 
 def layers_body(video_id: str, max_layers: int = 2) -> dict[str, object]:

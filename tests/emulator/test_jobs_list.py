@@ -7,10 +7,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from emulator.tools import control, submit, upload_video
 from prefect_scenario.emulator import EmulatorState
 from prefect_scenario.emulator.service.clock import iso_utc
 from prefect_scenario.models import VIDEO_LAYERS_MODEL_ID
+from support.wire import control, submit, upload_video
 
 
 @pytest.fixture

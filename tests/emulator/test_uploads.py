@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from emulator.tools import control, create_upload, data_url, put_parts, upload_file, wait_upload
 from prefect_scenario.emulator import EmulatorState
+from support.wire import control, create_upload, data_url, put_parts, upload_file, wait_upload
 
 
 async def complete(client: httpx.AsyncClient, upload_id: str) -> httpx.Response:

@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from emulator.tools import stats, submit
 from prefect_scenario.emulator import EmulatorState
 from prefect_scenario.emulator.service.media import describe_image, describe_video
 from prefect_scenario.emulator.service.records import AssetRecord
 from prefect_scenario.models import ALEPH_MODEL_ID, VIDEO_LAYERS_MODEL_ID
+from support.wire import stats, submit
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ import uuid
 from typing import Any
 
 import pytest
-from flow_support import CANARY_SECRET
+
+from support.emulator import CANARY_SECRET
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flow_support import stats
 
 from prefect_scenario import video
 from prefect_scenario.errors import InputValidationError
 from prefect_scenario.flows import aleph_edit, video_to_layers
 from prefect_scenario.validation import KeyframeSpec, PromptImageSpec
+from support.emulator import stats
 
 REPO = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flow_support import artifacts, sha256_of, stats
 from prefect.client.schemas.objects import StateType
 
 from prefect_scenario import video
 from prefect_scenario.flows.batch import BatchResult, aleph_edit_batch, video_to_layers_batch
+from support.emulator import stats
+from support.files import sha256_of
+from support.prefect_api import artifacts
 
 FPS = 12
 PROMPT = "turn it into a watercolour painting"

@@ -21,8 +21,10 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from flow_support import GENERATE_ROUTE, control, faults, flow_run, stats
-from test_flow_cli import REPO, _check_manifest_dir, only_error_line, run_cli
+
+from flows.test_flow_cli import REPO, _check_manifest_dir, only_error_line, run_cli
+from support.emulator import GENERATE_ROUTE, control, faults, stats
+from support.prefect_api import flow_run
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """The CLI end to end: each command a process of its own, recording its runs in the test server.
 
-(The checks that need no Prefect server, bad input above all, are in ``tests/test_cli.py``.)
+(The checks that need no Prefect server, bad input above all, are in ``tests/cli/test_cli.py``.)
 """
 
 from __future__ import annotations
@@ -15,14 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flow_support import (
-    GENERATE_ROUTE,
-    MANIFEST_KEYS,
-    OUTPUT_KEYS,
-    faults,
-    sha256_of,
-    stats,
-)
+
+from support.emulator import GENERATE_ROUTE, faults, stats
+from support.files import MANIFEST_KEYS, OUTPUT_KEYS, sha256_of
 
 REPO = Path(__file__).resolve().parents[2]
 INSTRUCTION = "each moving object apart from the background"

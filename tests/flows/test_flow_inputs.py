@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flow_support import stats
 
 from prefect_scenario.errors import InputValidationError, MediaError
 from prefect_scenario.flows import aleph_edit, video_to_layers
 from prefect_scenario.validation import KeyframeSpec, PromptImageSpec
+from support.emulator import stats
 
 
 async def test_bad_inputs_fail_the_flow_before_anything_is_uploaded(

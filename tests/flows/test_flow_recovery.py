@@ -8,22 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flow_support import (
-    FILES_ROUTE,
-    GENERATE_ROUTE,
-    advance_clock,
-    check_local_outputs,
-    faults,
-    flow_run,
-    logs,
-    stats,
-    task_runs,
-)
 
 from prefect_scenario.client.policies import RetryPolicy
 from prefect_scenario.errors import JobFailedError
 from prefect_scenario.flows import ScenarioRunResult, aleph_edit, video_to_layers
 from prefect_scenario.tasks import download_outputs
+from support.emulator import FILES_ROUTE, GENERATE_ROUTE, advance_clock, faults, stats
+from support.files import check_local_outputs
+from support.prefect_api import flow_run, logs, task_runs
 
 PROMPT = "make it look like a summer afternoon"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flow_support import check_local_outputs, copy_file, stats
-
 from prefect_scenario.flows import ScenarioRunResult, aleph_edit, video_to_layers
+from support.emulator import stats
+from support.files import check_local_outputs, copy_file
 
 INSTRUCTION = "each moving object apart from the background"
 

@@ -16,11 +16,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from flow_support import CANARY_SECRET, GENERATE_ROUTE, artifacts, events, faults, flow_run, logs, task_runs
-
 from prefect_scenario.blocks import ScenarioCredentials
 from prefect_scenario.flows import aleph_edit, video_to_layers
 from prefect_scenario.validation import KeyframeSpec
+from support.emulator import CANARY_SECRET, GENERATE_ROUTE, faults
+from support.prefect_api import artifacts, events, flow_run, logs, task_runs
 
 CANARY_KEY = "canary-key-" + uuid.uuid4().hex
 

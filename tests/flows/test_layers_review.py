@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flow_support import artifacts, logs, sha256_of
 from PIL import Image
 
 from prefect_scenario import video
@@ -15,6 +14,8 @@ from prefect_scenario.flows import video_to_layers
 from prefect_scenario.flows.result import ScenarioRunResult
 from prefect_scenario.manifest import StoredOutput
 from prefect_scenario.models import VIDEO_LAYERS_MODEL_ID
+from support.files import sha256_of
+from support.prefect_api import artifacts, logs
 
 INSTRUCTION = "each moving shape apart from the background"
 

@@ -17,13 +17,15 @@ from typing import Any
 
 import httpx
 import pytest
-from flow_support import GENERATE_ROUTE, artifacts, faults, logs, sha256_of, stats
 
 from prefect_scenario import video
 from prefect_scenario.errors import BudgetExceededError, ChunksFailedError
 from prefect_scenario.flows import aleph_edit
 from prefect_scenario.flows.aleph_chunks import chunk_at, map_references
 from prefect_scenario.validation import KeyframeSpec, PromptImageSpec
+from support.emulator import GENERATE_ROUTE, faults, stats
+from support.files import sha256_of
+from support.prefect_api import artifacts, logs
 
 REPO = Path(__file__).resolve().parents[2]
 FPS = 12

@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flow_support import GENERATE_ROUTE, control, faults, stats
-
 from prefect_scenario.flows import video_to_layers
 from prefect_scenario.flows.batch import BatchResult, video_to_layers_batch
 from prefect_scenario.tasks import submit as submit_module
+from support.emulator import GENERATE_ROUTE, control, faults, stats
 
 INSTRUCTION = "each moving object apart from the background"
 

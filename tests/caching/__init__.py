@@ -1,0 +1,1 @@
+"""Tests of ``prefect_scenario.caching``: the cache keys of uploads, jobs and downloads."""

@@ -1,0 +1,1 @@
+"""Tests of ``prefect_scenario.hooks``."""

@@ -1,0 +1,1 @@
+"""Tests of ``prefect_scenario.workfiles``: what a killed process leaves behind."""
