@@ -14,11 +14,19 @@ import os
 import threading
 import weakref
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 from prefect.blocks.abstract import CredentialsBlock
-from pydantic import ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from prefect_scenario.errors import ScenarioConfigError
 from prefect_scenario.models import DEFAULT_BASE_URL
@@ -32,6 +40,13 @@ ENV_API_SECRET = "SCENARIO_SDK_API_SECRET"
 ENV_BEARER_TOKEN = "SCENARIO_SDK_JWT"
 ENV_BASE_URL = "SCENARIO_BASE_URL"
 ENV_PROJECT_ID = "SCENARIO_PROJECT_ID"
+
+# Optional fields as Prefect's forms render them plainly: the schema of the value alone. The default
+# JSON schema (``anyOf: [X, null]``) makes the UI open each field on a "X | null" type switch.
+OptionalSecret = Annotated[
+    SecretStr | None, WithJsonSchema({"type": "string", "format": "password", "writeOnly": True})
+]
+OptionalText = Annotated[str | None, WithJsonSchema({"type": "string"})]
 
 _WHAT_TO_SET = (
     f"save a ScenarioCredentials block and pass its name, or set {ENV_API_KEY} and {ENV_API_SECRET} "
@@ -68,19 +83,40 @@ class ScenarioCredentials(CredentialsBlock):
     model_config = ConfigDict(hide_input_in_errors=True)
 
     _block_type_name = "Scenario Credentials"
-    _logo_url = "https://cdn.prod.website-files.com/63f4c7c3b1a2f4c8d5e5e9e1/scenario-logo-square.png"  # type: ignore[assignment]
+    # No logo: Scenario publishes none at a stable address, and a broken image is worse than none.
     _documentation_url = "https://docs.scenario.com/docs/api-authentication"  # type: ignore[assignment]
+    # The catalogue card and the block page read these; the docstring's line breaks cut sentences there.
+    _description = (
+        "Credentials for the Scenario API, to run Scenario's generative video models (Video to Layers, "
+        "Runway Aleph 2) from Prefect. Give an API key with its secret, or a bearer token."
+    )
+    _code_example = """```python
+from prefect_scenario import ScenarioCredentials
 
-    api_key: SecretStr | None = Field(
+credentials = ScenarioCredentials.load("BLOCK_NAME")
+async with credentials.get_client() as client:
+    model = await client.models.get("model_runway-aleph-2")
+
+# Or from the official SDK's environment variables (SCENARIO_SDK_API_KEY, SCENARIO_SDK_API_SECRET):
+credentials = ScenarioCredentials.from_env()
+```"""
+
+    api_key: OptionalSecret = Field(
         default=None,
-        description="Scenario API key (project settings, API keys). Needs the API secret.",
+        title="API key",
+        description=(
+            "Scenario API key (project settings, API keys), with its secret. Give a key and its secret, "
+            "or a bearer token."
+        ),
     )
-    api_secret: SecretStr | None = Field(
+    api_secret: OptionalSecret = Field(
         default=None,
-        description="Secret of the Scenario API key.",
+        title="API secret",
+        description="Secret of the Scenario API key; needed with the API key.",
     )
-    bearer_token: SecretStr | None = Field(
+    bearer_token: OptionalSecret = Field(
         default=None,
+        title="Bearer token",
         description="A bearer token (JWT), used instead of an API key and secret.",
     )
     base_url: str = Field(
@@ -88,7 +124,7 @@ class ScenarioCredentials(CredentialsBlock):
         title="Base URL",
         description="Base URL of the Scenario API, including the version path.",
     )
-    project_id: str | None = Field(
+    project_id: OptionalText = Field(
         default=None,
         title="Project ID",
         description=(
@@ -306,6 +342,19 @@ def _wrong_kind(credentials: object) -> ScenarioConfigError:
     )
 
 
+def _given(credentials: object) -> ScenarioCredentials | str | dict[str, Any]:
+    """Where both resolvers start: credentials ready to use, a block name to load, or a block reference."""
+    if isinstance(credentials, ScenarioCredentials):
+        return credentials
+    if credentials is None:
+        return ScenarioCredentials.from_env()
+    if isinstance(credentials, str):
+        return _block_name(credentials)
+    if isinstance(credentials, dict):
+        return credentials
+    raise _wrong_kind(credentials)
+
+
 async def resolve_credentials(
     credentials: ScenarioCredentials | str | dict[str, Any] | None,
 ) -> ScenarioCredentials:
@@ -323,29 +372,25 @@ async def resolve_credentials(
     Raises:
         ScenarioConfigError: nothing usable was found; the message says what to set.
     """
-    if isinstance(credentials, ScenarioCredentials):
-        return credentials
-    if credentials is None:
-        return ScenarioCredentials.from_env()
-    if isinstance(credentials, str):
-        name = _block_name(credentials)
+    given = _given(credentials)
+    if isinstance(given, ScenarioCredentials):
+        return given
+    if isinstance(given, str):
         try:
-            return await ScenarioCredentials.aload(name)
+            return await ScenarioCredentials.aload(given)
         except ValueError as exc:
-            raise _no_block_named(name, exc) from None
-    if isinstance(credentials, dict):
-        document_id = _block_document_id(credentials)
-        if document_id is None:
-            raise _wrong_kind(credentials)
-        from prefect.client.orchestration import get_client
+            raise _no_block_named(given, exc) from None
+    document_id = _block_document_id(given)
+    if document_id is None:
+        raise _wrong_kind(given)
+    from prefect.client.orchestration import get_client
 
-        async with get_client() as client:
-            document = await client.read_block_document(UUID(document_id), include_secrets=True)
-        block = ScenarioCredentials._from_block_document(document)
-        if not isinstance(block, ScenarioCredentials):
-            raise _wrong_kind(block)
-        return block
-    raise _wrong_kind(credentials)
+    async with get_client() as client:
+        document = await client.read_block_document(UUID(document_id), include_secrets=True)
+    block = ScenarioCredentials._from_block_document(document)
+    if not isinstance(block, ScenarioCredentials):
+        raise _wrong_kind(block)
+    return block
 
 
 def resolve_credentials_sync(credentials: ScenarioCredentials | str | None) -> ScenarioCredentials:
@@ -354,15 +399,13 @@ def resolve_credentials_sync(credentials: ScenarioCredentials | str | None) -> S
     Raises:
         ScenarioConfigError: as :func:`resolve_credentials`.
     """
-    if isinstance(credentials, ScenarioCredentials):
-        return credentials
-    if credentials is None:
-        return ScenarioCredentials.from_env()
-    if isinstance(credentials, str):
-        name = _block_name(credentials)
-        try:
-            loaded: ScenarioCredentials = ScenarioCredentials.load(name, _sync=True)  # type: ignore[call-arg,assignment]
-        except ValueError as exc:
-            raise _no_block_named(name, exc) from None
-        return loaded
-    raise _wrong_kind(credentials)
+    given = _given(credentials)
+    if isinstance(given, ScenarioCredentials):
+        return given
+    if not isinstance(given, str):
+        raise _wrong_kind(given)
+    try:
+        loaded: ScenarioCredentials = ScenarioCredentials.load(given, _sync=True)  # type: ignore[call-arg,assignment]
+    except ValueError as exc:
+        raise _no_block_named(given, exc) from None
+    return loaded

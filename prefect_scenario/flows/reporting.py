@@ -129,7 +129,7 @@ def summary_markdown(result: ScenarioRunResult, preview_jpeg: bytes | None = Non
     lines = [
         title,
         "",
-        "| | |",
+        "| run | |",
         "|---|---|",
         f"| Model | {name} (`{result.model_id}`) |",
         f"| Status | {result.status} |",
@@ -156,7 +156,7 @@ def summary_markdown(result: ScenarioRunResult, preview_jpeg: bytes | None = Non
         "|---|---|",
     ]
     for key, value in result.inputs.items():
-        lines.append(f"| {_cell(key)} | {_cell(value)} |")
+        lines.append(f"| {_cell(parameter_name(key))} | {_cell(value)} |")
     for key, value in result.sources.items():
         lines.append(f"| {_cell(key)} (source) | `{_cell(value)}` |")
     if result.chunks:
@@ -171,20 +171,45 @@ def summary_markdown(result: ScenarioRunResult, preview_jpeg: bytes | None = Non
     return "\n".join(lines) + "\n"
 
 
-def outputs_table(outputs: Sequence[StoredOutput]) -> list[dict[str, Any]]:
-    """One row per stored output, for the table artifact."""
+# The request's wire names that are not the flow parameter's name turned to snake case.
+_PARAMETER_NAMES = {"promptImage": "prompt_images"}
+
+
+def parameter_name(wire_name: str) -> str:
+    """The flow parameter a request field came from: ``maxLayers`` is ``max_layers`` in the Run form."""
+    if wire_name in _PARAMETER_NAMES:
+        return _PARAMETER_NAMES[wire_name]
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", wire_name).lower()
+
+
+def outputs_table(outputs: Sequence[StoredOutput], model_id: str | None = None) -> list[dict[str, Any]]:
+    """One row per stored output, for the table artifact: where it is first, then what it is.
+
+    The sha256 is shortened here (the manifest and the flow's result keep it whole); Video to
+    Layers' outputs are named as a user calls them (background, layer 1, …).
+    """
     return [
         {
-            "output_index": output.output_index,
-            "asset_id": output.asset_id,
+            "stored_at": output.location,
+            "output": output_label(output, model_id),
             "type": output.mime_type,
             "size": human_size(output.size),
-            "bytes": output.size,
-            "sha256": output.sha256,
-            "stored_at": output.location,
+            "sha256": f"{output.sha256[:12]}…",
+            "asset_id": output.asset_id,
         }
         for output in outputs
     ]
+
+
+def output_label(output: StoredOutput, model_id: str | None) -> str:
+    """``background`` / ``layer N`` for Video to Layers' outputs, ``output N`` otherwise."""
+    if output.output_index is None:
+        return "output"
+    if model_id == VIDEO_LAYERS_MODEL_ID:
+        from prefect_scenario.video import layer_name  # PyAV: loaded only once there are outputs
+
+        return layer_name(output.output_index)
+    return f"output {output.output_index}"
 
 
 async def publish_artifacts(
@@ -199,7 +224,7 @@ async def publish_artifacts(
     if result.outputs:
         jobs = f"Scenario job {result.job_id}" if result.job_id else f"{len(result.chunks)} chunk jobs"
         await acreate_table_artifact(
-            outputs_table([*result.outputs, *(o for c in result.chunks for o in c.outputs)]),
+            outputs_table([*result.outputs, *(o for c in result.chunks for o in c.outputs)], result.model_id),
             key=artifact_key(flow_slug, "outputs"),
             description=f"Outputs of {jobs}, checked for size and sha256",
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import task
@@ -100,8 +100,11 @@ def outcome_for(job: Job) -> JobOutcome:
 
 
 def progress_artifact_key(job_id: str) -> str:
-    """The key of a job's progress artifact: ``scenario-job-<id>``, lowercase letters, digits, dashes."""
-    slug = re.sub(r"[^a-z0-9-]+", "-", job_id.lower()).strip("-")
+    """The key of a job's progress artifact: ``scenario-job-<id>``, lowercase letters, digits, dashes.
+
+    ``job_7QxVn…`` has the key ``scenario-job-7qxvn…``: the id's own ``job_`` is not said twice.
+    """
+    slug = re.sub(r"[^a-z0-9-]+", "-", job_id.lower()).strip("-").removeprefix("job-")
     return f"scenario-job-{slug}"
 
 
@@ -140,7 +143,7 @@ async def _forget_failed_job(job: Job, credentials: ScenarioCredentials) -> None
             record = await store.aread(key)
             if getattr(record.result, "job_id", None) != job.job_id:
                 continue
-            await store.awrite(obj=record.result, key=key, expiration=datetime.now(timezone.utc))  # type: ignore[arg-type]
+            await store.awrite(obj=record.result, key=key, expiration=datetime.now(UTC))  # type: ignore[arg-type]
             run_logger().info(
                 "Scenario job %s will not be reused: a new submit with these inputs starts a new job",
                 job.job_id,

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flow_support import GENERATE_ROUTE, artifacts, control, flow_run, sha256_of, stats, task_runs
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.exceptions import ObjectNotFound
@@ -24,6 +23,9 @@ from prefect_scenario.errors import InputValidationError, RateLimitError
 from prefect_scenario.flows.batch import BatchResult, ClipResult, aleph_edit_batch, video_to_layers_batch
 from prefect_scenario.storage import find_videos, load_storage
 from prefect_scenario.tasks import job_ids_from_labels
+from support.emulator import GENERATE_ROUTE, control, stats
+from support.files import sha256_of
+from support.prefect_api import artifacts, flow_run, task_runs
 
 INSTRUCTION = "each moving object apart from the background"
 CLIP_SECONDS = 1.0
@@ -241,6 +243,37 @@ async def test_one_bad_clip_fails_only_its_own_branch(
     assert [c.status for c in again.clips] == ["succeeded"] * 3
     assert failed_job.job_id not in {c.job_id for c in again.clips}
     assert sum(c.reused for c in again.clips) == 2
+    assert stats(live_emulator)["jobs_created"] == 4
+
+
+async def test_a_retried_batch_reruns_only_its_failed_clip(
+    live_emulator: Any, credentials: Any, clips_dir: Path, limit_name: str, tmp_path: Path
+) -> None:
+    """Prefect 3.9.1 retries a flow that returns Failed: the retry buys one job, for the failed clip."""
+    control(live_emulator, "POST", "faults", [{"route": GENERATE_ROUTE, "kind": "fail_job", "error": "boom"}])
+    videos = [str(clips_dir / f"clip-{index}.mp4") for index in (3, 4, 5)]
+    retried = video_to_layers_batch.with_options(retries=1, retry_delay_seconds=0)
+
+    state = await retried(
+        INSTRUCTION,
+        max_layers=2,
+        videos=videos,
+        destination=str(tmp_path / "out"),
+        credentials=credentials,
+        concurrency_limit_name=limit_name,
+        return_state=True,
+    )
+    result = await state.aresult(raise_on_failure=False)
+
+    assert state.type == StateType.COMPLETED, state.message
+    assert isinstance(result, BatchResult)
+    assert [c.status for c in result.clips] == ["succeeded"] * 3
+    for clip in result.clips:
+        _check_outputs(clip)
+    run = await flow_run(state.state_details.flow_run_id)
+    assert run.run_count == 2  # the first attempt returned Failed (one clip's job failed), then the retry
+    # Three jobs on the first attempt (one failed), one new job on the retry: the two clips that
+    # succeeded were not bought again.
     assert stats(live_emulator)["jobs_created"] == 4
 
 

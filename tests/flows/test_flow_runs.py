@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
-from flow_support import (
-    ALEPH,
-    LAYERS,
-    artifacts,
-    check_local_outputs,
-    check_manifest,
-    events,
-    size_of,
-    stats,
-)
 
 from prefect_scenario.flows import ScenarioRunResult, aleph_edit, video_to_layers
 from prefect_scenario.validation import KeyframeSpec
+from support.emulator import ALEPH, LAYERS, stats
+from support.files import check_local_outputs, check_manifest, size_of
+from support.prefect_api import artifacts, events
+from support.s3 import s3_client
 
 INSTRUCTION = "each moving object apart from the background"
 JOB_EVENTS = {"scenario.job.submitted", "scenario.job.completed", "scenario.outputs.stored"}
@@ -49,9 +43,17 @@ async def _check_ui_record(flow_run_id: Any, flow_slug: str, result: ScenarioRun
     assert len(jpeg) < 60_000
     table = found[f"{flow_slug}-outputs"]
     assert table.type == "table"
-    for output in result.outputs:
-        assert output.sha256 in table.data
-    progress = found[f"scenario-job-{result.job_id.lower().replace('_', '-')}"]
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert [row["stored_at"] for row in rows] == [output.location for output in result.outputs]
+    for row, output in zip(rows, result.outputs, strict=True):
+        assert row["sha256"] == f"{output.sha256[:12]}…"  # short here; whole in the result and manifest
+    labels = [row["output"] for row in rows]
+    if flow_slug == "video-to-layers":
+        assert labels == ["background", *(f"layer {n}" for n in range(1, len(rows)))]
+    else:
+        assert labels == [f"output {n}" for n in range(len(rows))]
+    # The documented key: scenario-job-<id>, the id's own "job_" not said twice.
+    progress = found[f"scenario-job-{result.job_id.lower().removeprefix('job_')}"]
     assert progress.type == "progress"
     assert float(progress.data) == 100.0
     received = await events(flow_run_id, expect=JOB_EVENTS)
@@ -136,17 +138,7 @@ async def test_aleph_edit_with_a_keyframe(
 
 
 def s3_put(endpoint: str, bucket: str, key: str, file: Path) -> None:
-    _s3_client(endpoint).put_object(Bucket=bucket, Key=key, Body=file.read_bytes())
-
-
-def _s3_client(endpoint: str) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
+    s3_client(endpoint).put_object(Bucket=bucket, Key=key, Body=file.read_bytes())
 
 
 @pytest.mark.parametrize("flow_name", ["video-to-layers", "aleph-edit"])
@@ -178,7 +170,7 @@ async def test_outputs_go_to_an_s3_bucket(
     if flow_name == "video-to-layers":
         assert result.sources == {"video": "s3-bucket:inputs/clip.mp4"}
     assert result.outputs
-    s3 = _s3_client(moto_server)
+    s3 = s3_client(moto_server)
     keys = {item["Key"] for item in s3.list_objects_v2(Bucket=s3_bucket.bucket_name)["Contents"]}
     for output in result.outputs:
         key = f"runs/{output.path}"
