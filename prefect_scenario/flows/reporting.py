@@ -63,6 +63,29 @@ def _cell(value: Any) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+def _is_records(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
+
+
+def _records_table(
+    name: str, wire_name: str, records: list[dict[str, Any]], sources: dict[str, str]
+) -> list[str]:
+    """``keyframes`` as a table: one row per item, its fields as columns, its source file first."""
+    columns = list(dict.fromkeys(field for record in records for field in record))
+    lines = [
+        "",
+        f"### {name}",
+        "",
+        "| # | source | " + " | ".join(columns) + " |",
+        "|---" * (len(columns) + 2) + "|",
+    ]
+    for index, record in enumerate(records):
+        source = sources.get(f"{wire_name}[{index}]", "")
+        cells = [_cell(record.get(column, "")) for column in columns]
+        lines.append(f"| {index} | {f'`{_cell(source)}`' if source else ''} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _timings_rows(timings: PhaseTimings) -> list[str]:
     phases = [
         ("validate", timings.validate_seconds),
@@ -155,10 +178,19 @@ def summary_markdown(result: ScenarioRunResult, preview_jpeg: bytes | None = Non
         "| input | value |",
         "|---|---|",
     ]
+    tables: list[str] = []
     for key, value in result.inputs.items():
-        lines.append(f"| {_cell(parameter_name(key))} | {_cell(value)} |")
+        name = parameter_name(key)
+        if _is_records(value):
+            # Keyframes and prompt images read as a small table of their own, not as a Python repr.
+            lines.append(f"| {_cell(name)} | {len(value)}, in the table {name} below |")
+            tables += _records_table(name, key, value, result.sources)
+        else:
+            lines.append(f"| {_cell(name)} | {_cell(value)} |")
     for key, value in result.sources.items():
-        lines.append(f"| {_cell(key)} (source) | `{_cell(value)}` |")
+        if "[" not in key:  # a list item's source is a column of its own table
+            lines.append(f"| {_cell(key)} (source) | `{_cell(value)}` |")
+    lines += tables
     if result.chunks:
         lines += _chunk_rows(result)
     if result.notes:
