@@ -77,7 +77,6 @@ def _trace() -> None:
         (wait, "record_job_on_flow_run", "record_job_on_flow_run (wait)"),
         (wait, "acreate_progress_artifact", "acreate_progress_artifact (wait)"),
         (wait, "aupdate_progress_artifact", "aupdate_progress_artifact (wait)"),
-        (submit, "flow_run_job_ids", "flow_run_job_ids"),
         (clip_source.ClipSource, "fetch", "ClipSource.fetch"),
         (upload, "resolve_credentials", "resolve_credentials (upload)"),
         (download, "stored_object_info", "stored_object_info"),
