@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from support.emulator import stats
+from support.processes import run_python
 
 REPO = Path(__file__).resolve().parents[2]
 _LOADED_AT_START = "import sys, prefect_scenario.cli; print(sorted({'prefect', 'av'} & set(sys.modules)))"
@@ -25,15 +26,7 @@ _LOADED_AT_START = "import sys, prefect_scenario.cli; print(sorted({'prefect', '
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``python -m prefect_scenario.cli ARGS`` in the repository, with ``env`` on top of ours."""
     full_env = {**os.environ, **env, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "prefect_scenario.cli", *args],
-        cwd=REPO,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_python(["-m", "prefect_scenario.cli", *args], env=full_env, cwd=REPO, timeout=timeout)
 
 
 def uploads_created(emulator: Any) -> int:

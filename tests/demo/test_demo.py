@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from support.files import MANIFEST_KEYS
+from support.processes import run_python
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,15 +29,7 @@ def test_demo_runs_both_models_through_the_cli(tmp_path: Path) -> None:
         }
     )
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "prefect_scenario.demo"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=420,
-        check=False,
-    )
+    done = run_python(["-m", "prefect_scenario.demo"], env=env, cwd=tmp_path, timeout=420)
     elapsed = time.monotonic() - started
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 

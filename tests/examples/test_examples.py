@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from support.processes import run_python
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -32,15 +32,7 @@ def run_example(name: str, tmp_path: Path) -> str:
         "SCENARIO_SDK_API_SECRET",
     ):
         env.pop(leftover, None)
-    done = subprocess.run(
-        [sys.executable, str(REPO / "examples" / name)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = run_python([str(REPO / "examples" / name)], env=env, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done.stdout
 

@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 
 from support.emulator import GENERATE_ROUTE, faults, stats
 from support.files import MANIFEST_KEYS, OUTPUT_KEYS, sha256_of
+from support.processes import run_python
 
 REPO = Path(__file__).resolve().parents[2]
 INSTRUCTION = "each moving object apart from the background"
@@ -34,15 +34,7 @@ def cli_env(scenario_env: dict[str, str]) -> dict[str, str]:
 
 
 def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "prefect_scenario.cli", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_python(["-m", "prefect_scenario.cli", *args], env=env, cwd=REPO, timeout=300)
 
 
 def only_error_line(stderr: str) -> str:
