@@ -412,6 +412,29 @@ async def load_storage(value: Block | str | None, *, field: str) -> Block | None
     return block
 
 
+async def load_source_storage(
+    value: ReadableFileSystem | WritableFileSystem | str | None, *, field: str = "video_storage"
+) -> ReadableFileSystem | WritableFileSystem | None:
+    """:func:`load_storage` for the storage a clip is read from."""
+    block = await load_storage(value, field=field)
+    assert block is None or isinstance(block, ReadableFileSystem | WritableFileSystem)  # load_storage checked
+    return block
+
+
+async def load_destination_storage(
+    value: WritableFileSystem | str | None, *, field: str = "destination_storage"
+) -> WritableFileSystem | None:
+    """:func:`load_storage` for the storage outputs are written to: it must be writable."""
+    block = await load_storage(value, field=field)
+    if block is not None and not isinstance(block, WritableFileSystem):
+        raise InputValidationError(
+            f"{field}: a {block.get_block_type_slug()} block cannot be written to; use an S3 bucket "
+            "(prefect-aws S3Bucket) or a local file system block",
+            field=field,
+        )
+    return block
+
+
 def _wanted(name: str, pattern: str | None) -> bool:
     if name.startswith("."):
         return False

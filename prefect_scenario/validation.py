@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -43,13 +43,30 @@ _WORD = re.compile(r"[^\W\d_]{2,}")
 _LETTER = re.compile(r"[^\W\d_]")
 
 
+def _plain_optional_fields(schema: dict[str, Any]) -> None:
+    """Each optional number a plain field of the Run form: no ``null`` type switch, no null pre-fill.
+
+    Prefect's form opens ``anyOf [number, null]`` on a switch, and pre-fills a ``"default": null``
+    that its own validation then refuses; a plain ``number`` that is not required renders as an
+    empty field that may stay empty (see ``flows/_flow.py`` for the flow parameters).
+    """
+    for field in schema.get("properties", {}).values():
+        if "default" in field and field["default"] is None:
+            del field["default"]
+        members = field.get("anyOf", [])
+        kept = [member for member in members if member != {"type": "null"}]
+        if len(members) == 2 and len(kept) == 1:
+            del field["anyOf"]
+            field.update(kept[0])
+
+
 class KeyframeSpec(BaseModel):
     """A reference image pinned to a time of the input clip: ``seconds`` or ``at`` (0..1).
 
     ``image`` is a local path (uploaded for you) or an existing asset id.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_plain_optional_fields)
 
     image: str = Field(min_length=1, description="Local path or asset id of the reference image.")
     seconds: float | None = Field(default=None, description="Time in the input clip, in seconds.")
@@ -79,7 +96,7 @@ class KeyframeSpec(BaseModel):
 class PromptImageSpec(BaseModel):
     """A reference image placed in the *output* clip, by timestamp or by position (0..1)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_plain_optional_fields)
 
     image: str = Field(min_length=1, description="Local path or asset id of the reference image.")
     timestamp_seconds: float | None = Field(default=None, description="Time in the output clip, seconds.")

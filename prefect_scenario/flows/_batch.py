@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from prefect.artifacts import acreate_progress_artifact
 from prefect.client.schemas.objects import State
@@ -73,7 +73,13 @@ from prefect_scenario.formatting import format_units
 from prefect_scenario.job_labels import deferred_job_labels, drain_job_labels
 from prefect_scenario.manifest import SubmittedJob
 from prefect_scenario.models import CostEstimate
-from prefect_scenario.storage import discard, find_videos, load_storage, new_temp_dir
+from prefect_scenario.storage import (
+    discard,
+    find_videos,
+    load_destination_storage,
+    load_source_storage,
+    new_temp_dir,
+)
 from prefect_scenario.tasks import upload_video
 from prefect_scenario.tasks.upload import ensure_uploaded
 from prefect_scenario.validation import ClipHandling
@@ -389,13 +395,8 @@ async def run_batch(recipe: ModelRecipe, options: BatchOptions) -> State[BatchRe
     started = time.monotonic()
     name = model_name(recipe.model_id)
     credentials = await resolve_credentials(options.credentials)
-    video_storage = cast(
-        SourceStorage | None, await load_storage(options.video_storage, field="video_storage")
-    )
-    destination_storage = cast(
-        WritableFileSystem | None,
-        await load_storage(options.destination_storage, field="destination_storage"),
-    )
+    video_storage = await load_source_storage(options.video_storage)
+    destination_storage = await load_destination_storage(options.destination_storage)
     videos = await find_videos(options.videos, options.folder, options.pattern, video_storage)
     clips = [_Clip(source=ClipSource.of(video, video_storage)) for video in videos]
     limit_name = options.concurrency_limit_name or None

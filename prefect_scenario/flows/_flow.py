@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import textwrap
+import types
+import typing
 from collections.abc import Callable
 from string import Template
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from prefect import Flow, flow
+from prefect.blocks.core import Block
+from pydantic_core import MISSING
 
 from prefect_scenario.hooks import cancel_remote_jobs
 
@@ -21,7 +27,10 @@ SHARED_HELP: dict[str, str] = {
         "A saved Scenario Credentials block (or its name). Empty: the SCENARIO_SDK_API_KEY / "
         "SCENARIO_SDK_API_SECRET environment variables of the run."
     ),
-    "clip_storage": "A storage block (S3 bucket, local file system) holding the clip.",
+    "clip_storage": (
+        "A storage block holding the clip: an S3 bucket (prefect-aws S3Bucket) or a local file system,"
+        ' or the name of a saved one ("s3-bucket/incoming-videos").'
+    ),
     "max_creative_units": "Refuse, before spending, when the estimate is above this many creative units.",
     "videos": "Clips one by one: local paths, paths inside the video storage block, or asset ids.",
     "folder": (
@@ -86,9 +95,70 @@ def scenario_flow(
     def decorate(fn: Callable[P, R]) -> Flow[P, R]:
         if fn.__doc__:
             fn.__doc__ = fill_shared_help(fn.__doc__)
-        return settings(fn)
+        made = settings(fn)
+        show_optional_parameters_as_plain_fields(made)
+        return made
 
     return decorate
+
+
+def show_optional_parameters_as_plain_fields(made: Flow[Any, Any]) -> None:
+    """Make every ``X | None = None`` parameter a plain, empty, optional field of the Run form.
+
+    Prefect writes such a parameter as ``anyOf [X, null]`` with ``"default": null``: its form opens on
+    a type switch reading ``Property is type "None"``, and a plain ``X`` with ``"default": null``
+    would be pre-filled with a null the form itself then refuses. What renders as a plain optional
+    field is ``X`` with no default and not required. Prefect builds a deployment's schema from
+    ``inspect.signature(flow)`` (``prefect deploy``, ``flow.serve``, ``flow.deploy``), so the flow
+    object gets a signature for the form: ``None`` taken out of each such annotation, and pydantic's
+    ``MISSING`` as the default, which it leaves out of the schema. Only the schema changes: a call still
+    binds the function's own signature, so a parameter left empty arrives as ``None``.
+    ``with_options`` builds a new ``Flow``: its copies are given the same form.
+    """
+    signature = inspect.signature(made.fn, eval_str=True)
+    made.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[_plain_optional(parameter) for parameter in signature.parameters.values()]
+    )
+    made.parameters = parameter_schema_of(made)
+    make_copy = made.with_options
+
+    @functools.wraps(make_copy)
+    def with_options(*args: Any, **kwargs: Any) -> Flow[Any, Any]:
+        copy = make_copy(*args, **kwargs)
+        show_optional_parameters_as_plain_fields(copy)
+        return copy
+
+    made.with_options = with_options  # type: ignore[method-assign]
+
+
+def parameter_schema_of(made: Flow[Any, Any]) -> Any:
+    """The schema a deployment of ``made`` gets, as ``prefect deploy`` builds it."""
+    from prefect.utilities.callables import parameter_schema
+
+    return parameter_schema(made)
+
+
+def _plain_optional(parameter: inspect.Parameter) -> inspect.Parameter:
+    # Only ``= None``: a parameter with a real default opens on that value, and keeps ``null`` as
+    # a choice where it means something (``concurrency_limit_name``: null is "no limit").
+    if parameter.default is not None or typing.get_origin(parameter.annotation) not in _UNIONS:
+        return parameter
+    members = typing.get_args(parameter.annotation)
+    kept = tuple(member for member in members if member is not type(None) and not _abstract_storage(member))
+    plain = kept[0] if len(kept) == 1 else typing.Union[kept]  # noqa: UP007 - built at run time
+    return parameter.replace(annotation=plain, default=MISSING)
+
+
+_UNIONS = (typing.Union, types.UnionType)
+
+
+def _abstract_storage(member: Any) -> bool:
+    """``ReadableFileSystem`` and kin: no saved block has their type, so the form could only "Add +".
+
+    A storage parameter also takes a saved block's name (``s3-bucket/incoming``), which the form
+    offers as a plain text field instead.
+    """
+    return isinstance(member, type) and issubclass(member, Block) and inspect.isabstract(member)
 
 
 def fill_shared_help(docstring: str) -> str:

@@ -9,13 +9,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from prefect.filesystems import ReadableFileSystem, WritableFileSystem
+from prefect.filesystems import WritableFileSystem
 from prefect.logging import get_run_logger
 
 from prefect_scenario import video as media
 from prefect_scenario.blocks import ScenarioCredentials, resolve_credentials
 from prefect_scenario.budget import check_budget
-from prefect_scenario.clip_source import ClipSource
+from prefect_scenario.clip_source import ClipSource, SourceStorage
 from prefect_scenario.concurrency import (
     DEFAULT_LIMIT_NAME,
     DEFAULT_PARALLEL_JOBS,
@@ -46,7 +46,7 @@ from prefect_scenario.flows.reporting import model_name
 from prefect_scenario.flows.result import ESTIMATED, ScenarioRunResult
 from prefect_scenario.formatting import format_units, mebibytes
 from prefect_scenario.models import ALEPH_MAX_VIDEO_BYTES, ALEPH_MODEL_ID, Keyframe, PromptImage
-from prefect_scenario.storage import new_temp_dir
+from prefect_scenario.storage import load_destination_storage, load_source_storage, new_temp_dir
 from prefect_scenario.tasks import upload_image, upload_video
 from prefect_scenario.tasks.upload import ensure_uploaded
 from prefect_scenario.validation import (
@@ -270,8 +270,8 @@ async def aleph_edit(
     seed: int | None = None,
     destination: str = "scenario-outputs",
     credentials: ScenarioCredentials | str | None = None,
-    video_storage: ReadableFileSystem | WritableFileSystem | None = None,
-    destination_storage: WritableFileSystem | None = None,
+    video_storage: SourceStorage | str | None = None,
+    destination_storage: WritableFileSystem | str | None = None,
     max_creative_units: float | None = None,
     refresh: bool = False,
     timeout_seconds: float = 3600,
@@ -298,7 +298,8 @@ async def aleph_edit(
             storage block. Each job gets its own sub-folder.
         credentials: $credentials
         video_storage: $clip_storage
-        destination_storage: A storage block (S3 bucket, ...) for the edit instead of the local disk.
+        destination_storage: A storage block (S3 bucket, ...) for the edit instead of the local disk,
+            or the name of a saved one ("s3-bucket/scenario-outputs").
         max_creative_units: $max_creative_units
         refresh: Pay for a new generation even when an earlier run had the same inputs and seed.
         timeout_seconds: How long to wait for the job (each chunk's job). The job goes on past it.
@@ -345,7 +346,9 @@ async def aleph_edit(
     logger = get_run_logger()
     keyframes = list(keyframes or [])
     prompt_images = list(prompt_images or [])
-    clip = ClipSource.of(video, video_storage)
+    source_storage = await load_source_storage(video_storage)
+    destination_storage = await load_destination_storage(destination_storage)
+    clip = ClipSource.of(video, source_storage)
     async with contextlib.AsyncExitStack() as stack:
         with clock.phase("validate"):
             # Fetched once (from a block): the probe, the upload, a fit or a split all read this copy.

@@ -6,11 +6,11 @@ import asyncio
 import contextlib
 from pathlib import Path
 
-from prefect.filesystems import ReadableFileSystem, WritableFileSystem
+from prefect.filesystems import WritableFileSystem
 from prefect.logging import get_run_logger
 
 from prefect_scenario.blocks import ScenarioCredentials, resolve_credentials
-from prefect_scenario.clip_source import ClipSource
+from prefect_scenario.clip_source import ClipSource, SourceStorage
 from prefect_scenario.flows._arguments import options_from
 from prefect_scenario.flows._common import GenerationOptions, GenerationRequest, run_generation
 from prefect_scenario.flows._flow import scenario_flow
@@ -18,6 +18,7 @@ from prefect_scenario.flows._stopwatch import Stopwatch
 from prefect_scenario.flows.layers_review import Preview, review_layers
 from prefect_scenario.flows.result import ScenarioRunResult
 from prefect_scenario.models import LAYERS_DEFAULT_LAYERS, VIDEO_LAYERS_MODEL_ID, VideoLayersInput
+from prefect_scenario.storage import load_destination_storage, load_source_storage
 from prefect_scenario.tasks import upload_video
 from prefect_scenario.tasks.upload import ensure_uploaded
 from prefect_scenario.validation import validate_layers_inputs
@@ -48,8 +49,8 @@ async def video_to_layers(
     max_layers: int = LAYERS_DEFAULT_LAYERS,
     destination: str = "scenario-outputs",
     credentials: ScenarioCredentials | str | None = None,
-    video_storage: ReadableFileSystem | WritableFileSystem | None = None,
-    destination_storage: WritableFileSystem | None = None,
+    video_storage: SourceStorage | str | None = None,
+    destination_storage: WritableFileSystem | str | None = None,
     max_creative_units: float | None = None,
     refresh: bool = False,
     timeout_seconds: float = 3600,
@@ -68,7 +69,8 @@ async def video_to_layers(
             storage block. Each job gets its own sub-folder.
         credentials: $credentials
         video_storage: $clip_storage
-        destination_storage: A storage block (S3 bucket, ...) for the layers instead of the local disk.
+        destination_storage: A storage block (S3 bucket, ...) for the layers instead of the local disk,
+            or the name of a saved one ("s3-bucket/scenario-outputs").
         max_creative_units: $max_creative_units
         refresh: Pay for a new generation even when an earlier run had the same clip and inputs.
         timeout_seconds: How long to wait for the job. The job itself goes on past it.
@@ -97,7 +99,9 @@ async def video_to_layers(
     """
     clock = Stopwatch()
     logger = get_run_logger()
-    clip = ClipSource.of(video, video_storage)
+    source_storage = await load_source_storage(video_storage)
+    destination_storage = await load_destination_storage(destination_storage)
+    clip = ClipSource.of(video, source_storage)
     async with contextlib.AsyncExitStack() as stack:
         with clock.phase("validate"):
             # Fetched once (from a block) and used for the probe, the upload and the PSNR review.
