@@ -30,9 +30,9 @@ from prefect_scenario.flows._job import JobRunner
 from prefect_scenario.flows._stopwatch import Stopwatch
 from prefect_scenario.flows.layers_review import Preview
 from prefect_scenario.flows.reporting import (
+    download_links,
     make_preview,
     model_name,
-    presigned_preview_url,
     publish_artifacts,
 )
 from prefect_scenario.flows.result import ESTIMATED, ScenarioRunResult
@@ -205,7 +205,6 @@ async def report_run(
         The result with the preview's location and the final timings.
     """
     logger = get_run_logger()
-    preview_url: str | None = None
     with clock.phase("report"):
         if result.outputs and preview is None:
             try:
@@ -214,16 +213,16 @@ async def report_run(
                 )
             except Exception as exc:
                 logger.warning("No preview picture for this run (%s: %s)", type(exc).__name__, exc)
-        if preview is not None:
-            try:
-                preview_url = await presigned_preview_url(options.destination_storage, preview[0])
-            except Exception as exc:
-                logger.warning("No link to the preview picture (%s: %s)", type(exc).__name__, exc)
         result = result.model_copy(
             update={"preview": preview[0] if preview else None, "timings": clock.timings()}
         )
+        links: dict[str, str] = {}
         try:
-            await publish_artifacts(request.flow_slug, result, preview[1] if preview else None, preview_url)
+            links = await download_links(options.destination_storage, result.stored_locations)
+        except Exception as exc:
+            logger.warning("No links to the stored files (%s: %s)", type(exc).__name__, exc)
+        try:
+            await publish_artifacts(request.flow_slug, result, preview[1] if preview else None, links)
         except Exception as exc:
             logger.warning("Artifacts of this run were not all created (%s: %s)", type(exc).__name__, exc)
     return result.model_copy(update={"timings": clock.timings()})

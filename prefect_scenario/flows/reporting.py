@@ -16,9 +16,9 @@ import base64
 import posixpath
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, cast
 
 from prefect.artifacts import acreate_image_artifact, acreate_markdown_artifact, acreate_table_artifact
@@ -131,8 +131,10 @@ def _chunk_rows(result: ScenarioRunResult) -> list[str]:
     return lines
 
 
-def summary_markdown(result: ScenarioRunResult, preview_jpeg: bytes | None = None) -> str:
-    """The markdown summary of a run (with the preview embedded when given)."""
+def summary_markdown(
+    result: ScenarioRunResult, preview_jpeg: bytes | None = None, links: Mapping[str, str] | None = None
+) -> str:
+    """The markdown summary of a run (with the preview embedded when given, previews linked)."""
     name = model_name(result.model_id)
     if result.is_dry_run:
         title = f"# {name}: estimate only (dry run)"
@@ -170,7 +172,10 @@ def summary_markdown(result: ScenarioRunResult, preview_jpeg: bytes | None = Non
         psnr = result.composite_psnr_db
         lines.append(f"| Layers vs source | {psnr:.1f} dB PSNR: {psnr_verdict(psnr)} |")
     if result.previews:
-        lines.append(f"| Previews | {', '.join(f'`{_cell(p.path)}`' for p in result.previews)} |")
+        previews = ", ".join(
+            linked(p.location, links or {}, PurePosixPath(p.path).name) for p in result.previews
+        )
+        lines.append(f"| Previews | {previews} |")
     lines += [
         "",
         "## Inputs",
@@ -214,15 +219,18 @@ def parameter_name(wire_name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", wire_name).lower()
 
 
-def outputs_table(outputs: Sequence[StoredOutput], model_id: str | None = None) -> list[dict[str, Any]]:
+def outputs_table(
+    outputs: Sequence[StoredOutput], model_id: str | None = None, links: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
     """One row per stored output, for the table artifact: where it is first, then what it is.
 
+    Where the storage has URLs (``links``: presigned for S3), the location is a link the UI opens.
     The sha256 is shortened here (the manifest and the flow's result keep it whole); Video to
     Layers' outputs are named as a user calls them (background, layer 1, …).
     """
     return [
         {
-            "stored_at": output.location,
+            "stored_at": _stored_at(output, links or {}),
             "output": output_label(output, model_id),
             "type": output.mime_type,
             "size": human_size(output.size),
@@ -231,6 +239,13 @@ def outputs_table(outputs: Sequence[StoredOutput], model_id: str | None = None) 
         }
         for output in outputs
     ]
+
+
+def _stored_at(output: StoredOutput, links: Mapping[str, str]) -> str:
+    """A link named by the file (the job and bucket are in the table's description), else the location."""
+    if output.location not in links:
+        return output.location
+    return linked(output.location, links, PurePosixPath(output.path).name)
 
 
 def output_label(output: StoredOutput, model_id: str | None) -> str:
@@ -245,18 +260,22 @@ def output_label(output: StoredOutput, model_id: str | None) -> str:
 
 
 async def publish_artifacts(
-    flow_slug: str, result: ScenarioRunResult, preview_jpeg: bytes | None, preview_url: str | None
+    flow_slug: str, result: ScenarioRunResult, preview_jpeg: bytes | None, links: Mapping[str, str]
 ) -> None:
-    """Create the summary, the outputs table and (given a URL) the image artifact of a run."""
+    """Create the summary, the outputs table and (when the preview has a URL) the image artifact of a run.
+
+    ``links`` are the URLs of stored files by location (:func:`download_links`).
+    """
+    preview_url = links.get(result.preview) if result.preview else None
     await acreate_markdown_artifact(
-        summary_markdown(result, preview_jpeg),
+        summary_markdown(result, preview_jpeg, links),
         key=artifact_key(flow_slug, "summary"),
         description=f"{model_name(result.model_id)}: what ran, what it cost, how long each phase took",
     )
     if result.outputs:
         jobs = f"Scenario job {result.job_id}" if result.job_id else f"{len(result.chunks)} chunk jobs"
         await acreate_table_artifact(
-            outputs_table([*result.outputs, *(o for c in result.chunks for o in c.outputs)], result.model_id),
+            outputs_table(result.all_outputs, result.model_id, links),
             key=artifact_key(flow_slug, "outputs"),
             description=f"Outputs of {jobs}, checked for size and sha256",
         )
@@ -325,16 +344,32 @@ async def make_preview(
     return location, jpeg
 
 
-async def presigned_preview_url(storage: WritableFileSystem | None, location: str) -> str | None:
-    """A presigned GET URL of a preview stored in an ``S3Bucket`` (None for any other storage)."""
-    if storage is None or not is_s3_bucket(storage) or not location.startswith("s3://"):
-        return None
-    bucket, _, key = location.removeprefix("s3://").partition("/")
+async def download_links(storage: WritableFileSystem | None, locations: Iterable[str]) -> dict[str, str]:
+    """Presigned GET URLs of stored files, by location, where the storage has URLs (an ``S3Bucket``).
+
+    Other storage gives none: a local path is not a link a browser on the Prefect UI may follow.
+    Signing is computed locally (no request); each URL expires after ``PRESIGNED_URL_LIFETIME``.
+    """
+    wanted = [location for location in locations if location.startswith("s3://")]
+    if storage is None or not is_s3_bucket(storage) or not wanted:
+        return {}
     client = storage.credentials.get_s3_client()  # type: ignore[attr-defined]
-    url = await asyncio.to_thread(
-        client.generate_presigned_url,
-        "get_object",
-        Params={"Bucket": bucket, "Key": key},
-        ExpiresIn=int(PRESIGNED_URL_LIFETIME.total_seconds()),
-    )
-    return str(url)
+
+    def sign(location: str) -> str:
+        bucket, _, key = location.removeprefix("s3://").partition("/")
+        return str(
+            client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": bucket, "Key": key},
+                ExpiresIn=int(PRESIGNED_URL_LIFETIME.total_seconds()),
+            )
+        )
+
+    return await asyncio.to_thread(lambda: {location: sign(location) for location in wanted})
+
+
+def linked(location: str, links: Mapping[str, str], text: str | None = None) -> str:
+    """A stored file as a markdown link when its location has a URL, as code otherwise (a table cell)."""
+    shown = _cell(location if text is None else text)
+    url = links.get(location)
+    return f"[{shown}]({url})" if url else f"`{shown}`"

@@ -140,6 +140,17 @@ class ScenarioRunResult(BaseModel):
         """True when nothing was submitted (``status == "estimated"``)."""
         return self.status == ESTIMATED
 
+    @property
+    def all_outputs(self) -> list[StoredOutput]:
+        """The outputs, then every chunk's outputs (a clip edited in chunks)."""
+        return [*self.outputs, *(output for chunk in self.chunks for output in chunk.outputs)]
+
+    @property
+    def stored_locations(self) -> list[str]:
+        """Where every file this run stored is: outputs, chunk outputs, previews, preview picture."""
+        pictures = [self.preview] if self.preview else []
+        return [*(o.location for o in self.all_outputs), *(p.location for p in self.previews), *pictures]
+
     def output_path(self, output: StoredOutput, relative_to: str | Path | None = None) -> str:
         """Where an output is, relative to ``relative_to`` (default: the destination directory).
 

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import json
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import httpx
@@ -17,7 +17,7 @@ from prefect_scenario.validation import KeyframeSpec
 from support.emulator import ALEPH, LAYERS, stats
 from support.files import check_local_outputs, check_manifest, size_of
 from support.prefect_api import artifacts, events
-from support.s3 import s3_client
+from support.s3 import SECRET_KEY, s3_client
 
 INSTRUCTION = "each moving object apart from the background"
 JOB_EVENTS = {"scenario.job.submitted", "scenario.job.completed", "scenario.outputs.stored"}
@@ -191,3 +191,22 @@ async def test_outputs_go_to_an_s3_bucket(
         picture = await client.get(image.data)
     assert picture.status_code == 200
     assert picture.content.startswith(b"\xff\xd8")
+    # Every stored file is a link in the outputs table and the summary: a presigned GET that works.
+    table = found[f"{flow_name}-outputs"]
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    link = re.compile(r"^\[(?P<name>[^\]]+)\]\((?P<url>http[^)]+)\)$")
+    linked = [link.match(row["stored_at"]) for row in rows]
+    assert all(linked), [row["stored_at"] for row in rows]
+    assert [m["name"] for m in linked if m] == [PurePosixPath(o.path).name for o in result.all_outputs]
+    summary = found[f"{flow_name}-summary"].data
+    preview_links = re.findall(r"\[([^\]]+)\]\((http[^)]+)\)", summary)
+    assert [text for text, _ in preview_links] == [PurePosixPath(p.path).name for p in result.previews]
+    async with httpx.AsyncClient(timeout=10) as client:
+        for match, output in zip(linked, result.all_outputs, strict=True):
+            assert match
+            fetched = await client.get(match["url"])
+            assert fetched.status_code == 200
+            assert hashlib.sha256(fetched.content).hexdigest() == output.sha256
+        for _, url in preview_links:
+            assert (await client.get(url)).status_code == 200
+    assert SECRET_KEY not in json.dumps(rows) + summary

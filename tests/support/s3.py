@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 ACCESS_KEY = "testing"
-SECRET_KEY = "testing"
+SECRET_KEY = "moto-secret-canary-0c1f"  # distinct from the key id: a test can look for it
 REGION = "us-east-1"
 
 
