@@ -8,9 +8,11 @@ drives the system's Chromium, nothing is downloaded). Run from the repository's 
 
 It starts, in a scratch folder, the Scenario emulator and a real ``prefect server start`` (UI
 included), registers the blocks, saves a credentials block pointing at the emulator, creates a
-deployment of ``video-to-layers``, runs the flow once on a sample clip, and writes PNGs of the
-block's create form, the deployment's Run form and the run's summary artifact beside this file.
-Everything it started is stopped at the end.
+deployment of ``video-to-layers`` and one of ``aleph-edit``, starts moto's S3 server with a saved
+``S3Bucket`` block, runs the layers flow once on a sample clip with its outputs in that bucket, and
+writes PNGs of the block's create form, both Run forms, and the run's summary and outputs
+artifacts (their locations are presigned links) beside this file. Everything it started is
+stopped at the end.
 """
 
 from __future__ import annotations
@@ -61,13 +63,19 @@ def _wait_healthy(api_url: str, server: subprocess.Popen[bytes], seconds: float 
     raise SystemExit("prefect server did not answer /health in time")
 
 
-async def _prepare(scratch: Path) -> dict[str, str]:
-    """Blocks, a deployment and one finished flow run; returns the ids the pages need."""
+async def _prepare(scratch: Path, moto_url: str) -> dict[str, str]:
+    """Blocks, deployments and one finished flow run; returns the ids the pages need.
+
+    The run reads its clip from the local disk and stores its layers in a bucket on moto's S3
+    server, named in the flow's arguments as a user names a saved block in the Run form.
+    """
+    import boto3
     from prefect.client.orchestration import get_client
+    from prefect_aws import AwsCredentials, S3Bucket
     from pydantic import SecretStr
 
     from prefect_scenario import ScenarioCredentials
-    from prefect_scenario.flows import video_to_layers
+    from prefect_scenario.flows import aleph_edit, video_to_layers
     from prefect_scenario.video.samples import make_sample_clip
 
     await ScenarioCredentials(
@@ -77,6 +85,11 @@ async def _prepare(scratch: Path) -> dict[str, str]:
     ).save("emulator", overwrite=True)
     deployment = await video_to_layers.to_deployment(name="layers")
     deployment_id = await deployment.apply()
+    aleph_deployment_id = await (await aleph_edit.to_deployment(name="aleph")).apply()
+    keys = {"aws_access_key_id": "screenshot-key-id", "aws_secret_access_key": "screenshot-secret"}
+    boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", **keys).create_bucket(Bucket="renders")
+    aws = AwsCredentials(region_name="us-east-1", aws_client_parameters={"endpoint_url": moto_url}, **keys)
+    await S3Bucket(bucket_name="renders", credentials=aws).save("renders", overwrite=True)
     clip = scratch / "dancers.mp4"
     make_sample_clip(clip, seconds=3.0, moving_objects=2)
     await video_to_layers(
@@ -84,12 +97,19 @@ async def _prepare(scratch: Path) -> dict[str, str]:
         "each moving object apart from the background",
         max_layers=3,
         credentials="emulator",
-        destination=str(scratch / "out"),
+        destination="layers",
+        destination_storage="s3-bucket/renders",
     )
     async with get_client() as client:
         artifacts = await client.read_artifacts()
     summary = next(a for a in artifacts if (a.key or "").endswith("-summary"))
-    return {"deployment": str(deployment_id), "artifact": str(summary.id)}
+    outputs = next(a for a in artifacts if (a.key or "").endswith("-outputs"))
+    return {
+        "deployment": str(deployment_id),
+        "aleph_deployment": str(aleph_deployment_id),
+        "artifact": str(summary.id),
+        "outputs_artifact": str(outputs.id),
+    }
 
 
 def _shoot(ui_url: str, ids: dict[str, str]) -> list[Path]:
@@ -98,7 +118,9 @@ def _shoot(ui_url: str, ids: dict[str, str]) -> list[Path]:
     pages = {
         "block-form.png": f"{ui_url}/blocks/catalog/scenario-credentials/create",
         "run-form-layers.png": f"{ui_url}/deployments/deployment/{ids['deployment']}/run",
+        "run-form-aleph.png": f"{ui_url}/deployments/deployment/{ids['aleph_deployment']}/run",
         "layers-summary-artifact.png": f"{ui_url}/artifacts/artifact/{ids['artifact']}",
+        "layers-outputs-artifact.png": f"{ui_url}/artifacts/artifact/{ids['outputs_artifact']}",
     }
     written: list[Path] = []
     with sync_playwright() as playwright:
@@ -144,6 +166,12 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
         env=os.environ.copy(),
     )
+    moto_port = _free_port()
+    moto = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(moto_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_healthy(api_url, server)
         subprocess.run(
@@ -152,15 +180,16 @@ def main() -> None:
         from prefect_scenario.testing import emulate_scenario
 
         with emulate_scenario(job_seconds=1.0):
-            ids = asyncio.run(_prepare(scratch))
+            ids = asyncio.run(_prepare(scratch, f"http://127.0.0.1:{moto_port}"))
         for path in _shoot(f"http://127.0.0.1:{port}", ids):
             print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for process in (server, moto):
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
         shutil.rmtree(scratch, ignore_errors=True)
 
 
