@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -17,6 +18,16 @@ if TYPE_CHECKING:
     OptionsT = TypeVar("OptionsT", bound=DataclassInstance)
 else:
     OptionsT = TypeVar("OptionsT")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunChoices:
+    """What every generation flow lets a user choose, single clip or batch, with the same defaults."""
+
+    destination: str = "scenario-outputs"
+    refresh: bool = False
+    timeout_seconds: float = 3600
+    dry_run: bool = False
 
 
 def options_from(cls: type[OptionsT], arguments: Mapping[str, Any], **overrides: Any) -> OptionsT:

@@ -48,6 +48,7 @@ from prefect_scenario.concurrency import (
     SlotPool,
     ensure_global_concurrency_limit,
 )
+from prefect_scenario.flows._arguments import RunChoices
 from prefect_scenario.flows._job import JobRunner, ceiling_aware_submit
 from prefect_scenario.flows.aleph import fit_clip
 from prefect_scenario.flows.aleph_chunks import (
@@ -127,8 +128,8 @@ class ModelRecipe:
     review_layers: bool = False
 
 
-@dataclass(frozen=True)
-class BatchOptions:
+@dataclass(frozen=True, kw_only=True)
+class BatchOptions(RunChoices):
     """Where the clips come from and go, and what bounds the batch."""
 
     credentials: ScenarioCredentials | str | None
@@ -136,14 +137,10 @@ class BatchOptions:
     folder: str | None = None
     pattern: str | None = None
     video_storage: SourceStorage | str | None = None
-    destination: str = "scenario-outputs"
     destination_storage: WritableFileSystem | str | None = None
     budget_creative_units: float | None = None
     concurrency_limit_name: str | None = DEFAULT_LIMIT_NAME
     concurrency_limit: int = DEFAULT_PARALLEL_JOBS
-    refresh: bool = False
-    timeout_seconds: float = 3600
-    dry_run: bool = False
 
 
 @dataclass

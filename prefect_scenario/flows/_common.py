@@ -25,7 +25,7 @@ from prefect.logging import get_run_logger
 
 from prefect_scenario.blocks import ScenarioCredentials
 from prefect_scenario.budget import check_budget
-from prefect_scenario.flows._arguments import options_from
+from prefect_scenario.flows._arguments import RunChoices, options_from
 from prefect_scenario.flows._job import JobRunner
 from prefect_scenario.flows._stopwatch import Stopwatch
 from prefect_scenario.flows.layers_review import Preview
@@ -73,18 +73,14 @@ class GenerationRequest:
     notes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class GenerationOptions:
+@dataclass(frozen=True, kw_only=True)
+class GenerationOptions(RunChoices):
     """How a generation is run: where outputs go, budget, reuse, deadlines."""
 
     credentials: ScenarioCredentials
-    destination: str = "scenario-outputs"
     destination_storage: WritableFileSystem | None = None
     max_creative_units: float | None = None
     reuse_across_runs: bool = True
-    refresh: bool = False
-    timeout_seconds: float = 3600
-    dry_run: bool = False
 
     def runner(self) -> JobRunner:
         """The paid path for this generation's job(s), with these options."""

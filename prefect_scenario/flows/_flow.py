@@ -31,6 +31,14 @@ SHARED_HELP: dict[str, str] = {
         "A storage block holding the clip: an S3 bucket (prefect-aws S3Bucket) or a local file system,"
         ' or the name of a saved one ("s3-bucket/incoming-videos").'
     ),
+    "destination": (
+        "Where the outputs go: a local directory, or a folder inside the destination storage block. "
+        "Each job gets its own sub-folder."
+    ),
+    "destination_storage": (
+        "A storage block (S3 bucket, local file system) for the outputs instead of the local disk, or "
+        'the name of a saved one ("s3-bucket/scenario-outputs").'
+    ),
     "max_creative_units": "Refuse, before spending, when the estimate is above this many creative units.",
     "videos": "Clips one by one: local paths, paths inside the video storage block, or asset ids.",
     "folder": (

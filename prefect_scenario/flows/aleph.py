@@ -294,12 +294,10 @@ async def aleph_edit(
             position 0 to 1); local paths or asset ids. Not together with keyframes.
         seed: 0 to 4294967295 for a repeatable result. With a seed, a later run with the same
             inputs reuses this run's job; without one, every run is a new generation.
-        destination: Where the edit goes: a local directory, or a folder inside the destination
-            storage block. Each job gets its own sub-folder.
+        destination: $destination
         credentials: $credentials
         video_storage: $clip_storage
-        destination_storage: A storage block (S3 bucket, ...) for the edit instead of the local disk,
-            or the name of a saved one ("s3-bucket/scenario-outputs").
+        destination_storage: $destination_storage
         max_creative_units: $max_creative_units
         refresh: Pay for a new generation even when an earlier run had the same inputs and seed.
         timeout_seconds: How long to wait for the job (each chunk's job). The job goes on past it.

@@ -104,12 +104,10 @@ async def video_to_layers_batch(
         pattern: $pattern
         max_layers: At most this many layers per clip, 1 to 10, the background included. More
             layers cost more.
-        destination: Where the layers go: a local directory, or a folder inside the destination
-            storage block. Each job gets its own sub-folder.
+        destination: $destination
         credentials: $credentials
         video_storage: $clips_storage
-        destination_storage: A storage block (S3 bucket, ...) for the layers instead of the local disk,
-            or the name of a saved one ("s3-bucket/scenario-outputs").
+        destination_storage: $destination_storage
         budget_creative_units: $budget_creative_units
         concurrency_limit_name: $concurrency_limit_name
         concurrency_limit: $concurrency_limit
@@ -185,12 +183,10 @@ async def aleph_edit_batch(
         pattern: $pattern
         seed: 0 to 4294967295 for repeatable edits. With a seed, a clip edited before with the same
             inputs reuses that job; without one, every clip is a new generation.
-        destination: Where the edits go: a local directory, or a folder inside the destination
-            storage block. Each job gets its own sub-folder.
+        destination: $destination
         credentials: $credentials
         video_storage: $clips_storage
-        destination_storage: A storage block (S3 bucket, ...) for the edits instead of the local disk,
-            or the name of a saved one ("s3-bucket/scenario-outputs").
+        destination_storage: $destination_storage
         budget_creative_units: $budget_creative_units
         concurrency_limit_name: $concurrency_limit_name
         concurrency_limit: $concurrency_limit

@@ -65,12 +65,10 @@ async def video_to_layers(
             (e.g. "each moving object apart from the background").
         max_layers: At most this many layers, 1 to 10, the background included. The model may
             stop sooner; more layers cost more.
-        destination: Where the layers go: a local directory, or a folder inside the destination
-            storage block. Each job gets its own sub-folder.
+        destination: $destination
         credentials: $credentials
         video_storage: $clip_storage
-        destination_storage: A storage block (S3 bucket, ...) for the layers instead of the local disk,
-            or the name of a saved one ("s3-bucket/scenario-outputs").
+        destination_storage: $destination_storage
         max_creative_units: $max_creative_units
         refresh: Pay for a new generation even when an earlier run had the same clip and inputs.
         timeout_seconds: How long to wait for the job. The job itself goes on past it.
