@@ -112,6 +112,20 @@ async def _prepare(scratch: Path, moto_url: str) -> dict[str, str]:
     }
 
 
+async def _runs_submitted_from_the_form(deployment_id: str) -> list[dict[str, object]]:
+    """The parameters of the runs the Run form created (the server validated them)."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[UUID(deployment_id)]))
+        )
+    return [run.parameters for run in runs]
+
+
 def _shoot(ui_url: str, ids: dict[str, str]) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
@@ -142,6 +156,20 @@ def _shoot(ui_url: str, ids: dict[str, str]) -> list[Path]:
         page.wait_for_url("**/blocks/block/**", timeout=15_000)
         page.wait_for_timeout(1500)
         target = HERE / "block-created.png"
+        page.screenshot(path=str(target), full_page=True)
+        written.append(target)
+        # The Run form used as a user would: the two required fields typed, every optional one left
+        # empty, Submit; the deployment's Runs tab follows, with the new run in it (the server took
+        # the parameters as they were; nothing runs it: no worker here).
+        page.goto(pages["run-form-layers.png"], wait_until="networkidle")
+        page.wait_for_timeout(1500)
+        form = page.locator("textarea")
+        form.nth(0).fill("/data/incoming/take-42.mp4")  # video
+        form.nth(1).fill("each dancer apart from the stage")  # separation_instruction
+        page.get_by_role("button", name="Submit").click()
+        page.wait_for_url("**tab=Runs**", timeout=15_000)
+        page.wait_for_timeout(2500)
+        target = HERE / "run-form-submitted.png"
         page.screenshot(path=str(target), full_page=True)
         written.append(target)
         browser.close()
@@ -183,6 +211,10 @@ def main() -> None:
             ids = asyncio.run(_prepare(scratch, f"http://127.0.0.1:{moto_port}"))
         for path in _shoot(f"http://127.0.0.1:{port}", ids):
             print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+        submitted = asyncio.run(_runs_submitted_from_the_form(ids["deployment"]))
+        print(f"runs created from the layers Run form: {submitted}")
+        if len(submitted) != 1:
+            raise SystemExit("the Run form did not create exactly one flow run")
     finally:
         for process in (server, moto):
             process.terminate()
