@@ -94,8 +94,12 @@ def run_side(
     timeout: float = 1800,
     what_if: list[str] | None = None,
     dumps_at: tuple[float, ...] = (),
+    review: bool = False,
 ) -> dict[str, Any]:
     """One measured batch by ``side`` ("flow" or "sdk") on a freshly reset emulator.
+
+    The flow side runs without the layers review (``review=False``) unless asked: the SDK script
+    does no video work either, and the overhead measured is the orchestration's.
 
     A run past ``timeout`` is stopped and reported as such (``timed_out``), with what it had done
     by then (jobs created, outputs stored) and a ``py-spy dump`` of its threads.
@@ -112,6 +116,7 @@ def run_side(
         "destination": str(destination),
         "poll_seconds": poll_seconds,
         "what_if": what_if or [],
+        "review": review,
     }
     emulator_cpu = emulator.service.cpu_seconds()
     server_cpu = prefect.cpu_seconds() if prefect.process.poll() is None else None

@@ -249,6 +249,7 @@ def batch_flow(args: dict[str, Any]) -> dict[str, Any]:
                 concurrency_limit_name=limit_name,
                 concurrency_limit=limit or 1,
                 timeout_seconds=args.get("timeout_seconds", 3600),
+                review=args.get("review", False),
                 return_state=True,
             )
         result = await state.aresult(raise_on_failure=False)

@@ -3,11 +3,11 @@
 N Video-to-Layers jobs on short distinct clips, against the emulator (its own process) with a fixed
 job time, by
 
-* **flow**: ``video_to_layers_batch`` (per clip: local probe, upload task with its content-hash cache,
-  submit task with its dry-run estimate and persisted result, wait task with its progress artifact
-  and adaptive polling, download task with size/sha256 checks; run labels, events, the batch's
-  progress, table and summary artifacts; a Prefect global concurrency limit of C slots held from
-  submit to terminal), talking to a Prefect server in its own process;
+* **flow**: ``video_to_layers_batch`` with ``review=False`` (per clip: local probe, upload task
+  with its content-hash cache, submit task with its dry-run estimate and persisted result, wait
+  task with its progress artifact and adaptive polling, download task with size/sha256 checks; run
+  labels, events, the batch's progress, table and summary artifacts; a Prefect global concurrency
+  limit of C slots held from submit to terminal), talking to a Prefect server in its own process;
 * **sdk**: a bare asyncio script on the official ``scenario-sdk`` doing the same four steps with the
   same concurrency (8 uploads at a time, C jobs in flight, 3 downloads per job), polling every 1 s.
 
@@ -15,10 +15,13 @@ Each run is a fresh process; the two sides alternate (flow first on even runs) s
 load hits both alike. Reported: wall and CPU time of the measuring process, the ratio flow/sdk, API
 requests, and, apart, the CPU the Prefect server process used meanwhile.
 
-After the measured runs, one extra flow run with the bench's ``trace`` option (``bench/_whatif.py``:
-no behaviour change) times the awaits of each clip (job slot wait and hold, each task call, the
-client's API calls) and the requests to the Prefect API, and counts the events emitted: a diagnostic
-to find where the wall time goes, kept under ``trace`` and not counted in the medians.
+After the measured runs, one extra flow run with ``review=True`` (each clip's composite preview,
+contact sheet and PSNR: video work the SDK script does not do, on by default in the product) says
+what the review adds, apart from the medians. Then one extra flow run with the bench's ``trace``
+option (``bench/_whatif.py``: no behaviour change) times the awaits of each clip (job slot wait and
+hold, each task call, the client's API calls) and the requests to the Prefect API, and counts the
+events emitted: a diagnostic to find where the wall time goes, kept under ``trace`` and not counted
+in the medians.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from bench._services import Service, emulator
 
 TARGET_WALL_RATIO = 1.2
 TRACE_LABEL = "traced run (diagnostic, same product, timings of awaits)"
+REVIEW_LABEL = "run with the layers review (review=True, the product's default)"
 JOB_SECONDS = 3.0
 MAX_LAYERS = 3
 KEYS = (
@@ -101,6 +105,20 @@ def run(
             except Exception as exc:
                 traced = {"error": f"{type(exc).__name__}: {exc}"}
                 print(f"   {TRACE_LABEL} FAILED: {traced['error']}", flush=True)
+            # What the layers review (previews and PSNR of each clip, on by default in the product)
+            # adds to the same batch: one more run, reported apart, not in the medians.
+            try:
+                reviewed: dict[str, Any] = run_side(
+                    "flow", emulator=emu, prefect=prefect, review=True, **common
+                )
+                print(
+                    f"   {REVIEW_LABEL} flow: wall {reviewed['wall_seconds']:.1f} s, "
+                    f"cpu {reviewed['cpu_seconds']:.1f} s, errors {reviewed['errors']}",
+                    flush=True,
+                )
+            except Exception as exc:
+                reviewed = {"error": f"{type(exc).__name__}: {exc}"}
+                print(f"   {REVIEW_LABEL} FAILED: {reviewed['error']}", flush=True)
             if profile_dir is not None:
                 path = profile_dir / "overhead-flow.txt"
                 row = run_side("flow", emulator=emu, prefect=prefect, profile=str(path), **common)
@@ -161,6 +179,14 @@ def run(
     }
     if "error" in traced:
         section["trace"]["error"] = traced["error"]
+    section["with_review"] = {
+        "label": REVIEW_LABEL,
+        "runs": 1,
+        **{k: reviewed.get(k) for k in ("wall_seconds", "cpu_seconds", "errors", "log", "error")},
+        "wall_ratio_to_sdk": ratio(reviewed["wall_seconds"], sdk["wall_seconds"]["median"])
+        if "wall_seconds" in reviewed
+        else None,
+    }
     if profile is not None:
         section["profile"] = profile
     return section

@@ -264,6 +264,20 @@ TRACE_ROWS = (
 )
 
 
+def _with_review(run: dict[str, Any] | None) -> list[str]:
+    """The overhead benchmark's extra run with the layers review on (older documents have none)."""
+    if not run:
+        return []
+    if run.get("error"):
+        return [f"The {run['label']}: **failed**: `{run['error']}`", ""]
+    return [
+        f"The same batch with the review on ({run['label']}; one run, not in the medians): wall "
+        f"{_fmt(run.get('wall_seconds'), 1)} s (×{_fmt(run.get('wall_ratio_to_sdk'), 2)} the SDK script's "
+        f"median), CPU {_fmt(run.get('cpu_seconds'), 1)} s, errors {_fmt(run.get('errors'))}.",
+        "",
+    ]
+
+
 def _trace(trace: dict[str, Any] | None) -> list[str]:
     """The overhead benchmark's traced flow run (a diagnostic; older documents have none)."""
     if not trace:
@@ -335,6 +349,7 @@ def _overhead(section: dict[str, Any]) -> list[str]:
         f"Target wall ratio ≤ 1.2: {_met(section['targets']['wall_ratio']['met'])}.",
         "",
     ]
+    lines += _with_review(section.get("with_review"))
     lines += _trace(section.get("trace"))
     lines += _dumps(section.get("flow_thread_dumps"))
     lines += _profile(section.get("profile"), "Profile of an extra flow run")

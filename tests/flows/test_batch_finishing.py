@@ -176,6 +176,29 @@ async def test_layers_batch_reviews_every_clip_and_shows_its_psnr(
     print("layers batch PSNR:", [row["psnr_db"] for row in rows])
 
 
+async def test_a_layers_batch_without_review_stores_the_layers_and_nothing_else(
+    live_emulator: Any, credentials: Any, mixed_folder: Path, tmp_path: Path
+) -> None:
+    state = await video_to_layers_batch(
+        INSTRUCTION,
+        videos=[str(mixed_folder / "b-short-0.mp4")],
+        max_layers=2,
+        destination=str(tmp_path / "out"),
+        credentials=credentials,
+        concurrency_limit_name=None,
+        review=False,
+        return_state=True,
+    )
+    result = await state.aresult()
+    assert state.type == StateType.COMPLETED, state.message
+    [clip] = result.clips
+    assert clip.outputs
+    assert clip.previews == []
+    assert clip.composite_psnr_db is None
+    stored = sorted(path.name for path in (tmp_path / "out").rglob("*") if path.is_file())
+    assert stored == sorted(Path(output.location).name for output in clip.outputs)
+
+
 async def test_a_batch_from_s3_fetches_each_clip_from_the_bucket_once(
     live_emulator: Any,
     credentials: Any,
