@@ -52,6 +52,21 @@ KEYS = (
 )
 
 
+def _extra_run(label: str, **side: Any) -> dict[str, Any]:
+    """One more flow run, outside the medians; a failure is reported, not raised."""
+    try:
+        row: dict[str, Any] = run_side("flow", **side)
+    except Exception as exc:
+        print(f"   {label} FAILED: {type(exc).__name__}: {exc}", flush=True)
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    print(
+        f"   {label} flow: wall {row['wall_seconds']:.1f} s, cpu {row['cpu_seconds']:.1f} s, "
+        f"errors {row['errors']}",
+        flush=True,
+    )
+    return row
+
+
 def run(
     *,
     prefect: Service,
@@ -93,32 +108,10 @@ def run(
             # Diagnostic, not counted in the medians: one more flow run of the same product with the
             # bench's ``trace`` option (bench/_whatif.py), timing its awaits and Prefect API requests.
             # A failure here must not lose the measured figures above.
-            try:
-                traced: dict[str, Any] = run_side(
-                    "flow", emulator=emu, prefect=prefect, what_if=["trace"], **common
-                )
-                print(
-                    f"   {TRACE_LABEL} flow: wall {traced['wall_seconds']:.1f} s, "
-                    f"cpu {traced['cpu_seconds']:.1f} s, errors {traced['errors']}",
-                    flush=True,
-                )
-            except Exception as exc:
-                traced = {"error": f"{type(exc).__name__}: {exc}"}
-                print(f"   {TRACE_LABEL} FAILED: {traced['error']}", flush=True)
+            traced = _extra_run(TRACE_LABEL, emulator=emu, prefect=prefect, what_if=["trace"], **common)
             # What the layers review (previews and PSNR of each clip, on by default in the product)
             # adds to the same batch: one more run, reported apart, not in the medians.
-            try:
-                reviewed: dict[str, Any] = run_side(
-                    "flow", emulator=emu, prefect=prefect, review=True, **common
-                )
-                print(
-                    f"   {REVIEW_LABEL} flow: wall {reviewed['wall_seconds']:.1f} s, "
-                    f"cpu {reviewed['cpu_seconds']:.1f} s, errors {reviewed['errors']}",
-                    flush=True,
-                )
-            except Exception as exc:
-                reviewed = {"error": f"{type(exc).__name__}: {exc}"}
-                print(f"   {REVIEW_LABEL} FAILED: {reviewed['error']}", flush=True)
+            reviewed = _extra_run(REVIEW_LABEL, emulator=emu, prefect=prefect, review=True, **common)
             if profile_dir is not None:
                 path = profile_dir / "overhead-flow.txt"
                 row = run_side("flow", emulator=emu, prefect=prefect, profile=str(path), **common)
