@@ -27,6 +27,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM = "/usr/bin/chromium"
@@ -126,6 +127,15 @@ async def _runs_submitted_from_the_form(deployment_id: str) -> list[dict[str, ob
     return [run.parameters for run in runs]
 
 
+def _shot_after(page: Any, url_pattern: str, name: str) -> Path:
+    """A screenshot of the page the browser lands on after a submit (``url_pattern``)."""
+    page.wait_for_url(url_pattern, timeout=15_000)
+    page.wait_for_timeout(2000)  # the UI renders after its API calls settle
+    target = HERE / name
+    page.screenshot(path=str(target), full_page=True)
+    return target
+
+
 def _shoot(ui_url: str, ids: dict[str, str]) -> list[Path]:
     from playwright.sync_api import sync_playwright
 
@@ -153,11 +163,7 @@ def _shoot(ui_url: str, ids: dict[str, str]) -> list[Path]:
         fields.nth(0).fill("form-key")
         fields.nth(1).fill("form-secret")
         page.get_by_role("button", name="Create").click()
-        page.wait_for_url("**/blocks/block/**", timeout=15_000)
-        page.wait_for_timeout(1500)
-        target = HERE / "block-created.png"
-        page.screenshot(path=str(target), full_page=True)
-        written.append(target)
+        written.append(_shot_after(page, "**/blocks/block/**", "block-created.png"))
         # The Run form used as a user would: the two required fields typed, every optional one left
         # empty, Submit; the deployment's Runs tab follows, with the new run in it (the server took
         # the parameters as they were; nothing runs it: no worker here).
@@ -167,11 +173,7 @@ def _shoot(ui_url: str, ids: dict[str, str]) -> list[Path]:
         form.nth(0).fill("/data/incoming/take-42.mp4")  # video
         form.nth(1).fill("each dancer apart from the stage")  # separation_instruction
         page.get_by_role("button", name="Submit").click()
-        page.wait_for_url("**tab=Runs**", timeout=15_000)
-        page.wait_for_timeout(2500)
-        target = HERE / "run-form-submitted.png"
-        page.screenshot(path=str(target), full_page=True)
-        written.append(target)
+        written.append(_shot_after(page, "**tab=Runs**", "run-form-submitted.png"))
         browser.close()
     return written
 
