@@ -37,6 +37,7 @@ from prefect_scenario.flows.reporting import (
 )
 from prefect_scenario.flows.result import ESTIMATED, ScenarioRunResult
 from prefect_scenario.formatting import format_units
+from prefect_scenario.waiting import WaitMode
 
 T = TypeVar("T")
 
@@ -81,6 +82,7 @@ class GenerationOptions(RunChoices):
     destination_storage: WritableFileSystem | None = None
     max_creative_units: float | None = None
     reuse_across_runs: bool = True
+    wait_mode: WaitMode = "inline"
 
     def runner(self) -> JobRunner:
         """The paid path for this generation's job(s), with these options."""

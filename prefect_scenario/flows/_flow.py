@@ -66,6 +66,11 @@ SHARED_HELP: dict[str, str] = {
         "Slots of the limit when this flow creates it: your team's parallel custom-job ceiling. An "
         "existing limit keeps its size."
     ),
+    "wait": (
+        '"inline": the run polls until its job ends. "suspend": after the paid submit the run '
+        "suspends and frees its worker until the job ends; `prefect-scenario watch` (or a webhook) "
+        "resumes it, and nothing is bought again. Suspend needs a deployment run."
+    ),
     "batch_timeout_seconds": "How long to wait for each job. The job itself goes on past it.",
     "batch_dry_run": (
         "Only check, upload (free) and estimate every clip, with the budget's plan; submit nothing."

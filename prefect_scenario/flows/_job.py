@@ -10,7 +10,9 @@ an argument, never a copy of the sequence:
   per job), or inline (a batch: one log, one progress bar for thousands of clips);
 * ``deliver``: whether stored outputs settle the ledger entry here, or later (a chunked edit
   settles its chunks once they are stitched);
-* ``fresh``: a new job even when one with the same inputs exists (a chunk whose job failed).
+* ``fresh``: a new job even when one with the same inputs exists (a chunk whose job failed);
+* ``wait_mode``: ``inline`` polls in the flow run; ``suspend`` suspends it after the submit, its
+  worker free until the job ends (:mod:`prefect_scenario.flows._suspend`).
 
 The safety of each step lives in the task it calls (see ``design.md``, "Where each safety lives"):
 the submit is cached, persisted and recorded in the ledger before the POST; downloads are retried
@@ -38,12 +40,15 @@ from prefect_scenario.concurrency import (
     CeilingWatch,
     SlotPool,
 )
+from prefect_scenario.errors import JobFailedError, ScenarioConfigError
 from prefect_scenario.flows._stopwatch import Stopwatch
+from prefect_scenario.flows._suspend import await_job_end, forget_journaled_job, journaled_job_id
 from prefect_scenario.manifest import StoredOutput, SubmittedJob
 from prefect_scenario.models import CostEstimate, Job
 from prefect_scenario.tasks import download_outputs, estimate_job, submit_job, wait_for_job
 from prefect_scenario.tasks.submit import mark_delivered, settle_earlier_run
 from prefect_scenario.tasks.wait import wait_inline
+from prefect_scenario.waiting import WaitMode
 
 
 def ceiling_aware_submit(watch: CeilingWatch) -> Any:
@@ -134,6 +139,9 @@ class JobRunner:
         estimate_as_task: a job not priced by the caller is estimated by the ``estimate_job`` task
             first, a task run of its own in the UI (False: the submit takes its own free estimate,
             one task run fewer per clip of a batch).
+        wait_mode: ``inline`` (poll in this flow run) or ``suspend`` (suspend it until the job
+            ends; checked possible by ``check_wait_mode`` at the flow's door, and without slots:
+            Prefect frees a concurrency slot when the process exits).
     """
 
     credentials: ScenarioCredentials
@@ -146,6 +154,14 @@ class JobRunner:
     slots: SlotPool | None = None
     wait_as_task: bool = True
     estimate_as_task: bool = True
+    wait_mode: WaitMode = "inline"
+
+    def __post_init__(self) -> None:
+        if self.wait_mode == "suspend" and self.slots is not None:
+            raise ScenarioConfigError(
+                "wait='suspend' does not hold concurrency slots (Prefect releases them when the "
+                "suspended process exits): run these jobs with wait='inline'"
+            )
 
     async def estimate(self, model_id: str, body: dict[str, Any]) -> CostEstimate:
         """A dry run of the job (free): what it would cost, nothing submitted."""
@@ -170,6 +186,7 @@ class JobRunner:
         deliver: bool = True,
         on_submitted: Callable[[SubmittedJob], None] | None = None,
         clock: Stopwatch | None = None,
+        slot: str = "job",
     ) -> PaidJob:
         """Run one job to stored outputs; the submit is paid for at most once per intent.
 
@@ -185,6 +202,9 @@ class JobRunner:
             on_submitted: told the submitted job as soon as it exists (for a caller's record of
                 job ids when a later step fails).
             clock: the flow's stopwatch: the submit, wait and download phases are timed on it.
+            slot: the job's name within its flow run (``job``, ``chunk-3``): in suspend mode the
+                journal on the flow run keeps the job bought for it, so a resumed attempt adopts
+                that job instead of submitting.
 
         Returns:
             The job with its stored outputs.
@@ -200,6 +220,9 @@ class JobRunner:
             # Free, and outside the slot: a dry run is not a job in flight.
             with clock.phase("submit"):
                 estimate = await self.estimate(model_id, body)
+        suspends = self.wait_mode == "suspend"
+        # Read before the submit: a resumed attempt must find its job even without its results.
+        journaled = await journaled_job_id(slot) if suspends else None
         async with self._slot():
             with clock.phase("submit"):
                 state: State[SubmittedJob] = await self._submit_task(fresh)(
@@ -209,6 +232,7 @@ class JobRunner:
                     estimate=estimate,
                     max_creative_units=max_creative_units,
                     reuse_across_runs=reuse,
+                    adopt_job_id=journaled,
                     return_state=True,
                 )
                 submitted: SubmittedJob = await state.aresult()
@@ -218,10 +242,23 @@ class JobRunner:
                 if reused:
                     await settle_earlier_run(submitted)
             with clock.phase("wait"):
+                if suspends:
+                    await await_job_end(
+                        submitted,
+                        credentials=self.credentials,
+                        timeout_seconds=self.timeout_seconds,
+                        slot=slot,
+                    )
                 wait = wait_for_job if self.wait_as_task else wait_inline
-                job: Job = await wait(
-                    submitted.job_id, credentials=self.credentials, timeout_seconds=self.timeout_seconds
-                )
+                try:
+                    # In suspend mode the job has ended: the wait only judges it, as inline.
+                    job: Job = await wait(
+                        submitted.job_id, credentials=self.credentials, timeout_seconds=self.timeout_seconds
+                    )
+                except JobFailedError:
+                    if suspends:
+                        await forget_journaled_job(slot)
+                    raise
         # The slot is free again: the next job runs while this one's outputs download.
         with clock.phase("download"):
             outputs = await download_outputs(

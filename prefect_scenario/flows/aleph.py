@@ -23,6 +23,7 @@ from prefect_scenario.concurrency import (
     SlotPool,
     existing_limit_size,
 )
+from prefect_scenario.errors import InputValidationError
 from prefect_scenario.flows._arguments import options_from
 from prefect_scenario.flows._common import (
     GenerationOptions,
@@ -34,6 +35,7 @@ from prefect_scenario.flows._common import (
 from prefect_scenario.flows._flow import scenario_flow
 from prefect_scenario.flows._job import ceiling_aware_submit
 from prefect_scenario.flows._stopwatch import Stopwatch
+from prefect_scenario.flows._suspend import check_wait_mode
 from prefect_scenario.flows.aleph_chunks import (
     DEFAULT_CHUNK_RETRIES,
     AlephEdit,
@@ -57,6 +59,7 @@ from prefect_scenario.validation import (
     plan_aleph_clip,
     validate_aleph_inputs,
 )
+from prefect_scenario.waiting import WaitMode
 
 FLOW_NAME = "aleph-edit"
 
@@ -281,6 +284,7 @@ async def aleph_edit(
     max_parallel_chunks: int = DEFAULT_PARALLEL_JOBS,
     chunk_retries: int = DEFAULT_CHUNK_RETRIES,
     concurrency_limit_name: str | None = DEFAULT_LIMIT_NAME,
+    wait: WaitMode = "inline",
 ) -> ScenarioRunResult:
     """Edit a video from a prompt with Runway Aleph 2.
 
@@ -316,6 +320,7 @@ async def aleph_edit(
             input). The edit is never stitched from a partial set.
         concurrency_limit_name: The Prefect global concurrency limit the batch flows use; chunk
             jobs hold a slot of it too when it exists on the server (it is not created here).
+        wait: $wait
 
     Returns:
         The job, what it cost, the stored edit (path, size, sha256) and the time of each phase.
@@ -342,6 +347,7 @@ async def aleph_edit(
     """
     clock = Stopwatch()
     logger = get_run_logger()
+    wait_mode = check_wait_mode(wait)
     keyframes = list(keyframes or [])
     prompt_images = list(prompt_images or [])
     source_storage = await load_source_storage(video_storage)
@@ -385,6 +391,13 @@ async def aleph_edit(
         edit = AlephEdit(
             clip=clip, local=local, prompt=prompt, keyframes=keyframes, prompt_images=prompt_images, seed=seed
         )
+        if handling == "split" and wait_mode == "suspend":
+            raise InputValidationError(
+                f"Clip {clip.file_name} must be split into chunks, and a split edit cannot suspend yet "
+                "(its chunk jobs run under one concurrency slot pool): pass wait='inline' for this "
+                "clip, or a clip within Aleph's limits. Nothing was uploaded or spent.",
+                field="wait",
+            )
         if handling == "split":
             assert probe is not None
             assert local is not None

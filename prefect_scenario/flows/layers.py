@@ -15,6 +15,7 @@ from prefect_scenario.flows._arguments import options_from
 from prefect_scenario.flows._common import GenerationOptions, GenerationRequest, run_generation
 from prefect_scenario.flows._flow import scenario_flow
 from prefect_scenario.flows._stopwatch import Stopwatch
+from prefect_scenario.flows._suspend import check_wait_mode
 from prefect_scenario.flows.layers_review import Preview, review_layers
 from prefect_scenario.flows.result import ScenarioRunResult
 from prefect_scenario.models import LAYERS_DEFAULT_LAYERS, VIDEO_LAYERS_MODEL_ID, VideoLayersInput
@@ -22,6 +23,7 @@ from prefect_scenario.storage import load_destination_storage, load_source_stora
 from prefect_scenario.tasks import upload_video
 from prefect_scenario.tasks.upload import ensure_uploaded
 from prefect_scenario.validation import validate_layers_inputs
+from prefect_scenario.waiting import WaitMode
 
 FLOW_NAME = "video-to-layers"
 
@@ -55,6 +57,7 @@ async def video_to_layers(
     refresh: bool = False,
     timeout_seconds: float = 3600,
     dry_run: bool = False,
+    wait: WaitMode = "inline",
 ) -> ScenarioRunResult:
     """Split a video into layers with transparency, one output per layer.
 
@@ -73,6 +76,7 @@ async def video_to_layers(
         refresh: Pay for a new generation even when an earlier run had the same clip and inputs.
         timeout_seconds: How long to wait for the job. The job itself goes on past it.
         dry_run: Only check the inputs, upload them (free) and estimate the cost; submit nothing.
+        wait: $wait
 
     Returns:
         The job, what it cost, the stored layers (paths, sizes, sha256), the previews stored
@@ -97,6 +101,7 @@ async def video_to_layers(
     """
     clock = Stopwatch()
     logger = get_run_logger()
+    wait_mode = check_wait_mode(wait)
     source_storage = await load_source_storage(video_storage)
     destination_storage = await load_destination_storage(destination_storage)
     clip = ClipSource.of(video, source_storage)

@@ -158,6 +158,7 @@ async def submit_job(
     estimate: CostEstimate | None = None,
     max_creative_units: float | None = None,
     reuse_across_runs: bool = False,
+    adopt_job_id: str | None = None,
 ) -> SubmittedJob:
     """Start a paid Scenario job, once.
 
@@ -170,6 +171,8 @@ async def submit_job(
         reuse_across_runs: reuse a job from any earlier flow run with the same model, inputs and
             credentials scope (cached 30 days), not only from a retry of this flow run. Use
             ``submit_job.with_options(refresh_cache=True)`` to pay for a new one anyway.
+        adopt_job_id: the job an earlier attempt of this flow run bought for this intent (a
+            suspended run's journal): it is read and returned, and nothing is ever POSTed.
 
     Returns:
         The submitted job (persisted: a retry of the flow run gets it back without a new submit).
@@ -200,6 +203,8 @@ async def submit_job(
     logger = run_logger()
     request = normalized_body(body)
     creds = await resolve_credentials(credentials)
+    if adopt_job_id is not None:
+        return await _adopt_journaled(model_id, request, creds, adopt_job_id, estimate)
     key = _request_key(model_id, request, creds.cache_scope(), reuse_across_runs)
     submitted, shared = await IN_FLIGHT.once(
         key,
@@ -272,6 +277,46 @@ async def _submit(
     except Exception as exc:
         logger.warning("Could not emit scenario.job.submitted for %s: %s", job.job_id, exc)
     return submitted
+
+
+async def _adopt_journaled(
+    model_id: str,
+    request: dict[str, Any],
+    creds: ScenarioCredentials,
+    job_id: str,
+    estimate: CostEstimate | None,
+) -> SubmittedJob:
+    """The job a resumed flow run's journal names, read back; never a POST, whatever it finds.
+
+    A resumed attempt may miss the first attempt's persisted result (another machine, a refresh, a
+    body re-encoded differently): the journal on the flow run still names the job it bought.
+    """
+    async with creds.get_client() as client:
+        job: Job = await client.jobs.get(job_id)
+    paid = job.billing.cu_cost if job.billing is not None else None
+    run_logger().info(
+        "Scenario job %s was bought by an earlier attempt of this flow run (its journal says so): "
+        "reading it back, nothing new is submitted",
+        job_id,
+    )
+    return SubmittedJob(
+        job_id=job.job_id,
+        model_id=model_id,
+        inputs=request,
+        estimated_creative_units=estimate.creative_units_cost if estimate is not None else paid,
+        creative_units_cost=paid,
+        reconciled=False,
+        ledger_key=ledger_key(model_id, request, creds),
+        submitted_at=_job_created(job),
+    )
+
+
+def _job_created(job: Job) -> datetime:
+    try:
+        created = datetime.fromisoformat(job.created_at.replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.now(UTC)
+    return created if created.tzinfo else created.replace(tzinfo=UTC)
 
 
 # -- the ledger: a submit is started once per intent, whatever dies when --------------------------
@@ -445,6 +490,10 @@ async def _may_adopt(owner: Owner, me: Owner, *, reuse: bool) -> bool:
         return False
     if state is not None and state.is_final():
         return True  # failed, crashed or cancelled after buying: its job was never handed on
+    if state is not None and (state.is_paused() or state.is_scheduled() or state.is_pending()):
+        # Suspended while its job runs, or about to be run again: it has no process by design and
+        # will come back for its job. A run that did not ask for reuse buys its own.
+        return False
     # Still "running": adopt unless its process is alive here (a deliberate second run at once).
     return owner.is_gone() or owner.host != me.host
 
@@ -468,7 +517,9 @@ async def _mark_owner_crashed(owner: Owner, me: Owner, job_id: str) -> None:
     try:
         async with get_client() as prefect:
             flow_run = await prefect.read_flow_run(UUID(owner.flow_run_id))
-            if flow_run.state is None or flow_run.state.is_final():
+            # Only a run that says Running is owed a process: a suspended (Paused) run has none by
+            # design, and a resumed one (Scheduled, Pending) waits for a worker to give it one.
+            if flow_run.state is None or not flow_run.state.is_running():
                 return
             await prefect.set_flow_run_state(
                 flow_run.id,

