@@ -12,6 +12,8 @@ from cyclopts import App, Parameter
 
 from prefect_scenario.cli_generate import register as register_run_commands
 from prefect_scenario.cli_jobs import register as register_jobs_command
+from prefect_scenario.cli_watch import register as register_watch_command
+from prefect_scenario.cli_webhooks import webhooks_app
 
 app = App(name="prefect-scenario", help="Run Scenario's generative video models as Prefect flows.")
 
@@ -19,6 +21,8 @@ emulator_app = App(name="emulator", help="A local emulator of the Scenario API, 
 app.command(emulator_app)
 register_run_commands(app)  # layers, edit
 register_jobs_command(app)  # jobs
+register_watch_command(app)  # watch
+app.command(webhooks_app)  # webhooks register (serve is added to webhooks_app)
 
 
 @emulator_app.command

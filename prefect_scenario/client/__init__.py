@@ -13,6 +13,7 @@ from .jobs import JobsAPI
 from .models_api import ModelsAPI
 from .policies import PollPolicy, RetryPolicy
 from .uploads import UploadsAPI
+from .webhook_endpoints import WebhookEndpointsAPI
 
 __all__ = [
     "AssetsAPI",
@@ -25,4 +26,5 @@ __all__ = [
     "ScenarioClient",
     "Submission",
     "UploadsAPI",
+    "WebhookEndpointsAPI",
 ]

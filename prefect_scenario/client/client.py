@@ -1,4 +1,4 @@
-"""The :class:`ScenarioClient`: one object, five resource APIs, one HTTP core."""
+"""The :class:`ScenarioClient`: one object, six resource APIs, one HTTP core."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from .jobs import JobsAPI
 from .models_api import ModelsAPI
 from .policies import PollPolicy, RetryPolicy
 from .uploads import UploadsAPI
+from .webhook_endpoints import WebhookEndpointsAPI
 
 
 def _user_agent(suffix: str | None) -> str:
@@ -44,6 +45,7 @@ class ScenarioClient:
         generate: estimates and paid runs.
         jobs: read, list, cancel, wait.
         models: model descriptors.
+        webhook_endpoints: the project's webhook endpoints and their deliveries.
         base_url: the API root, e.g. ``https://api.cloud.scenario.com/v1``.
         project_id: sent as ``projectId`` on every API request when set.
     """
@@ -103,6 +105,7 @@ class ScenarioClient:
         self.jobs = JobsAPI(self._http, polling)
         self.generate = GenerateAPI(self._http, self.jobs)
         self.models = ModelsAPI(self._http)
+        self.webhook_endpoints = WebhookEndpointsAPI(self._http)
         # A shared client (one per credentials and event loop, see ScenarioCredentials.get_client)
         # outlives each ``async with``: only aclose() closes it.
         self.shared = False
