@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 from cyclopts import App, Parameter
 
@@ -95,4 +95,98 @@ def register(
         print(error_line(exc), file=sys.stderr)
         return exit_code_for(exc)
     print("\n".join(lines))
+    return EXIT_OK
+
+
+async def _serve(
+    host: str,
+    port: int,
+    path: str,
+    secret_block: str,
+    credentials: str | None,
+    scheme: str,
+    tolerance_seconds: float,
+) -> None:
+    import logging
+
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from prefect_scenario.blocks import resolve_credentials
+    from prefect_scenario.watcher import Watcher
+    from prefect_scenario.webhooks.receiver import JobHint, create_webhook_app
+    from prefect_scenario.webhooks.register import load_webhook_secret
+    from prefect_scenario.webhooks.signatures import scheme_named
+
+    logger = logging.getLogger("prefect_scenario.webhooks")
+    creds = await resolve_credentials(credentials)
+    secret = await load_webhook_secret(secret_block)
+    watcher = Watcher(creds)
+
+    async def wake(hint: JobHint) -> None:
+        # A hint only: the watcher reads the job and resumes the runs waiting on it if it ended.
+        report = await watcher.wake_job(hint.job_id)
+        logger.info(
+            "Delivery %s for Scenario job %s: %d run(s) waiting, %d resumed",
+            hint.delivery_id,
+            hint.job_id,
+            report.waiting,
+            len(report.woken),
+        )
+
+    app: Any = create_webhook_app(secret, wake, scheme_named(scheme, tolerance_seconds=tolerance_seconds))
+    if path.strip("/"):
+        app = Starlette(routes=[Mount("/" + path.strip("/"), app=app)])
+    print(f"Scenario webhook receiver on http://{host}:{port}/{path.strip('/')} (Ctrl-C stops)", flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    await server.serve()
+
+
+@webhooks_app.command(name="serve")
+def serve(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8788,
+    path: str = "/",
+    secret_block: str = DEFAULT_SECRET_BLOCK,
+    credentials: str | None = None,
+    scheme: str = "standard-webhooks",
+    tolerance_seconds: float = 300.0,
+) -> int:
+    """Receive Scenario's webhook deliveries and resume the flow runs whose jobs ended.
+
+    Each delivery is verified (401 when forged or stale), de-duplicated by its id, and taken as a
+    hint: the job is read from Scenario, and if it ended, the suspended flow runs waiting on it
+    are resumed, as ``prefect-scenario watch`` does (keep the watcher running: it catches what a
+    lost delivery misses).
+
+    Parameters
+    ----------
+    host
+        Interface to bind (put a TLS-terminating proxy in front for Scenario to reach it).
+    port
+        Port to listen on.
+    path
+        Where the receiver answers (the URL registered with ``webhooks register``).
+    secret_block
+        The Prefect Secret block holding the endpoint's signing secret.
+    credentials
+        Name of a saved Scenario Credentials block (default: the SCENARIO_SDK_* variables).
+    scheme
+        The signature scheme: standard-webhooks (default) or hmac-sha256-hex. Scenario does not
+        document its scheme; see docs/webhooks.md.
+    tolerance_seconds
+        How old (or how far in the future) a delivery's timestamp may be.
+    """
+    from prefect_scenario.cli_generate import error_line, exit_code_for
+    from prefect_scenario.errors import ScenarioError
+
+    try:
+        asyncio.run(_serve(host, port, path, secret_block, credentials, scheme, tolerance_seconds))
+    except ScenarioError as exc:
+        print(error_line(exc), file=sys.stderr)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        pass
     return EXIT_OK

@@ -11,7 +11,9 @@ Each test proves one promise with the processes a user has, killed the way they 
 3. the watcher SIGKILLed mid-wait and the worker SIGKILLed while the run is suspended: a new
    watcher (cursor from its Variable) and a new worker finish the run, still one job; and a second
    run with the same inputs adopts the suspended run's job without marking it Crashed;
-4. ``wait="suspend"`` outside a deployment is refused before anything is uploaded.
+4. ``wait="suspend"`` outside a deployment is refused before anything is uploaded;
+5. the opt-in automation (``automations/resume-on-scenario-job.yaml``) resumes a run from the
+   wake-up event alone, with no watcher running.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from e2e.e2e_stack import BIN, CREDENTIALS_BLOCK, JOB_SECONDS, POOL, Process, Stack
+from e2e.e2e_stack import BIN, CREDENTIALS_BLOCK, JOB_SECONDS, POOL, REPO, Process, Stack
 from prefect_scenario import video
 from support.prefect_api import wait_for
 
@@ -48,7 +50,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A clip per test: uploads and jobs are cached by content."""
     folder = tmp_path_factory.mktemp("suspend-media")
     made = {}
-    for name, seed in (("resume", 41), ("wiped", 42), ("killed", 43)):
+    for name, seed in (("resume", 41), ("wiped", 42), ("killed", 43), ("automation", 44)):
         made[name] = folder / f"{name}.mp4"
         video.make_sample_clip(
             made[name], seconds=1.0, width=160, height=120, fps=12, moving_objects=1, seed=seed
@@ -270,3 +272,45 @@ def _run_script(stack: Stack, script: str, *args: str) -> tuple[int, str]:
         timeout=180,
     )
     return done.returncode, done.stdout + done.stderr
+
+
+def test_5_the_opt_in_automation_resumes_a_run_from_the_wake_up_event(
+    stack: Stack, clips: dict[str, Path], slow_jobs: None
+) -> None:
+    stack.prefect(
+        "automation", "create", "--from-file", str(REPO / "automations" / "resume-on-scenario-job.yaml")
+    )
+    try:
+        before = _jobs_created(stack)
+        created = _run_layers(stack, clips["automation"], stack.root / "suspend-automation", wait="suspend")
+        suspended = _wait_suspended(stack, created["id"])
+        job_id = suspended["labels"]["scenario.paid.job"]
+        wait_for(
+            "the job to end",
+            lambda: _job_status(stack, job_id) == "success" or None,
+            60,
+        )
+        # What a process that may emit events but not resume runs sends: the same event as the watcher.
+        script = (
+            "import sys\n"
+            "from prefect.events import emit_event\n"
+            "from prefect_scenario.waiting import wake_event_id\n"
+            "job, run = sys.argv[1], sys.argv[2]\n"
+            "waiter = {'prefect.resource.id': f'prefect.flow-run.{run}', 'prefect.resource.role': 'waiter'}\n"
+            "emit_event('scenario.job.completed', resource={'prefect.resource.id': f'scenario.job.{job}'},\n"
+            "           related=[waiter], id=wake_event_id(job, 'success', run))\n"
+        )
+        code, output = _run_script(stack, script, job_id, created["id"])
+        assert code == 0, output
+        final = stack.api.wait_until_final(created["id"], timeout=180)
+        assert final["state_type"] == "COMPLETED", f"{final['state']}\n{stack.logs()}"
+        assert _jobs_created(stack) - before == 1
+    finally:
+        stack.prefect("automation", "delete", "resume flow runs waiting on a Scenario job")
+
+
+def _job_status(stack: Stack, job_id: str) -> str:
+    import httpx
+
+    response = httpx.get(f"{stack.emulator_base_url}/jobs/{job_id}", auth=("e2e-key", "x"), timeout=10)
+    return str(response.json().get("job", {}).get("status"))
