@@ -17,7 +17,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from prefect_scenario.emulator.api.errors import install_error_handlers
 from prefect_scenario.emulator.api.paths import API_PREFIX
-from prefect_scenario.emulator.api.routes import assets, files, generate, jobs, models, uploads
+from prefect_scenario.emulator.api.routes import assets, files, generate, jobs, models, uploads, webhooks
+from prefect_scenario.emulator.api.wire import job_wire
 from prefect_scenario.emulator.control import routes as control
 from prefect_scenario.emulator.control.middleware import FaultMiddleware
 from prefect_scenario.emulator.service.state import EmulatorState
@@ -65,9 +66,12 @@ def create_app(state: EmulatorState | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.emulator = state if state is not None else EmulatorState()
+    # Webhook payloads carry the job exactly as GET /jobs/{jobId} shows it: the service is told
+    # how, since it never imports the API.
+    app.state.emulator.webhooks.render_job = job_wire
     install_error_handlers(app)
     templates: list[tuple[str, Collection[str]]] = []
-    for module in (uploads, assets, generate, jobs, models):
+    for module in (uploads, assets, generate, jobs, models, webhooks):
         app.include_router(module.router, prefix=API_PREFIX)
         templates += _templates(module.router, API_PREFIX)
     app.include_router(files.router)

@@ -1,4 +1,4 @@
-"""Cursor pagination of ``GET /v1/jobs``, short pages included.
+"""Cursor pagination of ``GET /v1/jobs`` and of a webhook endpoint's events, short pages included.
 
 The token is opaque to clients (base64 of a small JSON): the sort key of the last job served (its
 date, then its creation number for jobs of the same millisecond), and the page number. Keyset
@@ -27,6 +27,7 @@ from prefect_scenario.emulator.api.errors import bad_request
 T = TypeVar("T")
 
 EMPTY_PAGE_INDEX = 1
+MIN_PAGE_SIZE, MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE = 1, 100, 50
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,26 @@ def decode(token: str | None) -> Cursor:
         )
     except (binascii.Error, ValueError, KeyError, TypeError) as exc:
         raise bad_request("Invalid paginationToken", field="paginationToken") from exc
+
+
+def parse_page_size(text: str | None) -> int:
+    """The ``pageSize`` query (1..100, 50 when absent).
+
+    Raises:
+        ApiError: 400 naming ``pageSize`` for anything else.
+    """
+    if text is None:
+        return DEFAULT_PAGE_SIZE
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not MIN_PAGE_SIZE <= value <= MAX_PAGE_SIZE:
+        raise bad_request(
+            f"Invalid pageSize {text}: expected an integer from {MIN_PAGE_SIZE} to {MAX_PAGE_SIZE}",
+            field="pageSize",
+        )
+    return value
 
 
 def page_size_for(page: int, page_size: int, short_pages: bool) -> int:

@@ -1,5 +1,6 @@
 """The control plane under ``/_emulator`` (no auth, not part of the API): stats, reset, settings,
-clock and faults. Tests and demos drive the emulator through it; see the package README.
+clock, faults, and webhook delivery faults (``/_emulator/webhooks/...``). Tests and demos drive
+the emulator through it; see the package README.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from prefect_scenario.emulator.api.errors import bad_request
 from prefect_scenario.emulator.api.paths import CONTROL_PREFIX
 from prefect_scenario.emulator.service.clock import iso_utc
 from prefect_scenario.emulator.service.faults import FaultRule
+from prefect_scenario.emulator.service.webhooks.faults import WebhookFaultRule
 
 router = APIRouter(prefix=CONTROL_PREFIX, include_in_schema=False)
 
@@ -29,7 +31,7 @@ async def _json(request: Request) -> Any:
         raise bad_request(f"The request body is not valid JSON: {exc}") from exc
 
 
-def _faults_view(rules: list[FaultRule]) -> list[dict[str, Any]]:
+def _faults_view(rules: list[FaultRule] | list[WebhookFaultRule]) -> list[dict[str, Any]]:
     return [rule.model_dump(mode="json", exclude_none=True) for rule in rules]
 
 
@@ -41,7 +43,7 @@ async def stats(request: Request) -> JSONResponse:
 
 @router.post("/reset")
 async def reset(request: Request) -> JSONResponse:
-    """Forget jobs, assets, uploads, counters and faults; rewind the clock. Settings stay."""
+    """Forget jobs, assets, uploads, webhooks, counters and faults; rewind the clock. Settings stay."""
     get_state(request).reset()
     return JSONResponse({"reset": True})
 
@@ -110,3 +112,36 @@ async def clear_faults(request: Request) -> JSONResponse:
     """Drop every pending fault rule."""
     get_state(request).clear_faults()
     return JSONResponse([])
+
+
+@router.get("/webhooks/faults")
+async def list_webhook_faults(request: Request) -> JSONResponse:
+    """The delivery fault rules still pending, with their remaining counts."""
+    return JSONResponse(_faults_view(get_state(request).webhooks.list_faults()))
+
+
+@router.post("/webhooks/faults")
+async def add_webhook_faults(request: Request) -> JSONResponse:
+    """Append delivery fault rules: a JSON list of ``{"kind", "count", "event_type", ...}`` (or one)."""
+    body = await _json(request)
+    items = body if isinstance(body, list) else [body]
+    try:
+        rules = [WebhookFaultRule.model_validate(item) for item in items]
+    except ValidationError as exc:
+        raise bad_request(f"Invalid webhook fault rule: {exc}") from exc
+    if any(rule.id is not None for rule in rules):
+        raise bad_request("A webhook fault rule's id is given by the emulator", field="id")
+    return JSONResponse(_faults_view(get_state(request).webhooks.add_faults(rules)))
+
+
+@router.delete("/webhooks/faults")
+async def clear_webhook_faults(request: Request) -> JSONResponse:
+    """Drop every pending delivery fault rule; deliveries held out of order are released."""
+    get_state(request).webhooks.clear_faults()
+    return JSONResponse([])
+
+
+@router.get("/webhooks/deliveries")
+async def list_webhook_deliveries(request: Request) -> JSONResponse:
+    """Every delivery with the fault it met and the requests really sent (no secrets, no bodies)."""
+    return JSONResponse(get_state(request).webhooks.deliveries_view())

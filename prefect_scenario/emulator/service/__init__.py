@@ -11,7 +11,9 @@
 * :mod:`.importer` — assembles and probes a completed multipart upload;
 * :mod:`.media` — a stored file's MIME type and properties, measured for real;
 * :mod:`.ids`, :mod:`.signing` — ids in the API's form, and signed URLs checked against the clock;
-* :mod:`.fakes` — the fake models, which do real video work.
+* :mod:`.fakes` — the fake models, which do real video work;
+* :mod:`.webhooks` — webhook endpoints, signed deliveries of job events with retries, delivery
+  faults, and the thread that sends them.
 
 The service imports neither :mod:`prefect_scenario.emulator.api` nor
 :mod:`prefect_scenario.emulator.control`: they call it.

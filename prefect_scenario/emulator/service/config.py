@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from prefect_scenario.emulator.service.webhooks.signing import SignatureScheme
+
 # Credentials are fixed when the emulator starts: the control plane has no auth, so letting it
 # swap them would make "started with specific credentials" meaningless.
 FIXED_AT_START = frozenset({"api_key", "api_secret", "bearer_token"})
@@ -34,6 +36,22 @@ class EmulatorConfig(BaseModel):
     owner_id: str = Field(default="proj_EmuLatorProject1234567", description="ownerId of everything")
     author_id: str = Field(default="user_EmuLatorAuthor12345678", description="authorId of everything")
     max_workers: int = Field(default=2, ge=1, description="threads running the fake models")
+    webhook_signature_scheme: SignatureScheme = Field(
+        default="standard-webhooks",
+        description="how deliveries are signed: standard-webhooks, hmac-sha256-hex or none (all inferred)",
+    )
+    webhook_max_attempts: int = Field(
+        default=5, ge=1, le=100, description="requests per delivery before it is failed (retries included)"
+    )
+    webhook_retry_seconds: float = Field(
+        default=0.5, ge=0, description="wait before a delivery's first retry (emulator clock)"
+    )
+    webhook_retry_factor: float = Field(
+        default=2.0, ge=1, description="each further retry waits this many times longer than the last"
+    )
+    webhook_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=300, description="how long a receiver has to answer one request"
+    )
     api_key: SecretStr | None = Field(default=None, description="the only API key accepted (None = any)")
     api_secret: SecretStr | None = Field(default=None, description="the only API secret accepted")
     bearer_token: SecretStr | None = Field(default=None, description="the only bearer token accepted")

@@ -73,6 +73,9 @@ class JobRecord:
     future: Future[Any] | None = None
     # Creation order: breaks ties between jobs created in the same millisecond.
     seq: int = 0
+    # The ``projectId`` it was created under (None: the emulator's own, ``config.owner_id``): whose
+    # webhook endpoints hear of it.
+    project_id: str | None = None
 
     @property
     def status(self) -> str:

@@ -24,6 +24,7 @@ from prefect_scenario.emulator.service.clock import EmulatorClock, iso_utc
 from prefect_scenario.emulator.service.config import EmulatorConfig
 from prefect_scenario.emulator.service.faults import FaultRule
 from prefect_scenario.emulator.service.records import AssetRecord, JobRecord, UploadRecord, WorkResult
+from prefect_scenario.emulator.service.webhooks.store import WebhookStore
 
 # Where files go under storage_dir: assembled uploads and image assets, upload parts, model outputs.
 STORAGE_SUBDIRS = ("assets", "uploads", "work")
@@ -80,6 +81,8 @@ class EmulatorState:
         self._work_pool: ThreadPoolExecutor | None = None
         self._io_pool: ThreadPoolExecutor | None = None
         self._closed = False
+        # Webhook endpoints and deliveries; their sending thread starts with the first endpoint.
+        self.webhooks = WebhookStore(self)
 
     # -- storage ---------------------------------------------------------------------------
 
@@ -121,6 +124,8 @@ class EmulatorState:
             self._work_pool = self._io_pool = None
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
+        # Outside the lock: this joins the webhook thread, which takes the lock on every tick.
+        self.webhooks.close()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -153,7 +158,7 @@ class EmulatorState:
             return new
 
     def reset(self) -> None:
-        """Forget jobs, assets, uploads, counters and faults; rewind the clock. Settings stay."""
+        """Forget jobs, assets, uploads, webhooks, counters and faults; rewind the clock. Settings stay."""
         with self.lock:
             for job in self.jobs.values():
                 if job.future is not None:
@@ -167,6 +172,7 @@ class EmulatorState:
             self._faults_fired.clear()
             self._connections.clear()
             self._max_jobs_in_flight = 0
+            self.webhooks.reset()
             self.rng = random.Random(self.config.seed)
             self.clock.reset()
             # Only the emulator's own subdirectories: storage_dir may be a directory the user shares.
@@ -206,6 +212,7 @@ class EmulatorState:
                 "assets": len(self.assets),
                 "uploads": len(self.uploads),
                 "clock": {"now": iso_utc(now), "offset_seconds": self.clock.offset_seconds},
+                "webhooks": self.webhooks.stats(),
             }
 
     # -- faults ----------------------------------------------------------------------------
@@ -289,6 +296,7 @@ class EmulatorState:
             # Jobs only leave the in-flight set as time passes, so the peak is always reached
             # right when one is admitted: tracking it here is exact.
             self._max_jobs_in_flight = max(self._max_jobs_in_flight, in_flight + 1)
+            self.webhooks.job_admitted(job)
 
     def finish_work(self, job_id: str, result: WorkResult) -> bool:
         """Record what a job's fake model produced; False when the job is gone or was canceled."""

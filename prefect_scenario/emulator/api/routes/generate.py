@@ -64,6 +64,7 @@ async def run_model(
     request: Request,
     model_id: Annotated[str, Path(alias="modelId")],
     dry_run: Annotated[str | None, Query(alias="dryRun")] = None,
+    project_id: Annotated[str | None, Query(alias="projectId")] = None,
 ) -> JSONResponse:
     """Generate with a model (or price it, with ``?dryRun=true|api``)."""
     state = get_state(request)
@@ -78,7 +79,7 @@ async def run_model(
     if dry_run in ("true", "api"):
         state.count("dry_runs")
         return JSONResponse(price.estimate().to_wire(), status_code=DRY_RUN_STATUS)
-    job = _create_job(state, checked, price)
+    job = _create_job(state, checked, price, project_id or None)
     with state.lock:
         wire = job_model(job, state.clock.now(), state.config)
     response = GenerateResponse(
@@ -90,7 +91,9 @@ async def run_model(
     return JSONResponse(response.to_wire())
 
 
-def _create_job(state: EmulatorState, checked: CheckedBody, price: pricing.Price) -> JobRecord:
+def _create_job(
+    state: EmulatorState, checked: CheckedBody, price: pricing.Price, project_id: str | None
+) -> JobRecord:
     with state.lock:
         now = state.clock.now()
         config = state.config
@@ -105,6 +108,8 @@ def _create_job(state: EmulatorState, checked: CheckedBody, price: pricing.Price
             job_seconds=config.job_seconds,
             queue_seconds=lifecycle.queue_seconds_for(config.job_seconds, config.queue_seconds),
             route=GENERATE_ROUTE,
+            # Whose webhook endpoints hear of the job (the emulator keeps no other per-project state).
+            project_id=project_id,
         )
         try:
             state.admit_custom_job(job)

@@ -19,7 +19,6 @@ from prefect_scenario.models import JobEnvelope, JobPage, JobStatus
 
 router = APIRouter(dependencies=[Depends(require_auth)])
 
-MIN_PAGE_SIZE, MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE = 1, 100, 50
 STATUS_VALUES = [status.value for status in JobStatus]
 
 
@@ -80,7 +79,7 @@ async def list_jobs(
 ) -> JSONResponse:
     """Jobs, newest first (by creation, or by update when filtered), in cursor pages."""
     state = get_state(request)
-    size = _page_size(page_size)
+    size = paging.parse_page_size(page_size)
     if status is not None and status not in STATUS_VALUES:
         raise bad_request(
             f'Invalid status "{status}": expected one of {", ".join(STATUS_VALUES)}', field="status"
@@ -122,21 +121,6 @@ async def list_jobs(
             jobs=[job_model(job, now, state.config) for job in page], next_pagination_token=token
         )
         return JSONResponse(result.to_wire())
-
-
-def _page_size(text: str | None) -> int:
-    if text is None:
-        return DEFAULT_PAGE_SIZE
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not MIN_PAGE_SIZE <= value <= MAX_PAGE_SIZE:
-        raise bad_request(
-            f"Invalid pageSize {text}: expected an integer from {MIN_PAGE_SIZE} to {MAX_PAGE_SIZE}",
-            field="pageSize",
-        )
-    return value
 
 
 def _timestamp(name: str, text: str | None) -> float | None:
