@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck unit bench soak clean
+.PHONY: demo server test lint typecheck unit bench soak clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "prefect-scenario needs Python 3.11 or newer")'
@@ -18,6 +18,14 @@ $(STAMP): pyproject.toml constraints.txt
 ## demo: both models on a sample clip, against the embedded emulator, run history kept by Prefect
 demo: $(STAMP)
 	$(BIN)/python -m prefect_scenario.demo
+
+## server: a Prefect server on a PostgreSQL of its own, in the foreground (Ctrl-C stops both);
+## the runs are kept in $(SERVER_DATA)/. SERVER_HOST=0.0.0.0 for workers on other machines.
+SERVER_DATA ?= .prefect-server
+SERVER_HOST ?= 127.0.0.1
+SERVER_PORT ?= 4200
+server: $(STAMP)
+	$(BIN)/prefect-scenario server start --data-dir $(SERVER_DATA) --host $(SERVER_HOST) --port $(SERVER_PORT)
 
 ## test: lint, types, import layers, then the whole test suite (slow end-to-end tests included)
 test: lint unit

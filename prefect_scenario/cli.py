@@ -12,6 +12,7 @@ from cyclopts import App, Parameter
 
 from prefect_scenario.cli_generate import register as register_run_commands
 from prefect_scenario.cli_jobs import register as register_jobs_command
+from prefect_scenario.cli_server import register as register_server_commands
 from prefect_scenario.cli_watch import register as register_watch_command
 from prefect_scenario.cli_webhooks import webhooks_app
 
@@ -21,6 +22,7 @@ emulator_app = App(name="emulator", help="A local emulator of the Scenario API, 
 app.command(emulator_app)
 register_run_commands(app)  # layers, edit
 register_jobs_command(app)  # jobs
+register_server_commands(app)  # server start, server stop
 register_watch_command(app)  # watch
 app.command(webhooks_app)  # webhooks register (serve is added to webhooks_app)
 
