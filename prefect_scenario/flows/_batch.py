@@ -33,6 +33,7 @@ from typing import Any
 
 from prefect.artifacts import acreate_progress_artifact
 from prefect.client.schemas.objects import State
+from prefect.context import FlowRunContext
 from prefect.filesystems import WritableFileSystem
 from prefect.logging import get_run_logger
 from prefect.states import Completed, Failed
@@ -49,6 +50,7 @@ from prefect_scenario.concurrency import (
     ensure_global_concurrency_limit,
 )
 from prefect_scenario.flows._arguments import RunChoices
+from prefect_scenario.flows._fan_out import ChildRuns, fan_out_deployment, groups_of
 from prefect_scenario.flows._job import JobRunner, ceiling_aware_submit
 from prefect_scenario.flows.aleph import fit_clip
 from prefect_scenario.flows.aleph_chunks import (
@@ -141,6 +143,7 @@ class BatchOptions(RunChoices):
     budget_creative_units: float | None = None
     concurrency_limit_name: str | None = DEFAULT_LIMIT_NAME
     concurrency_limit: int = DEFAULT_PARALLEL_JOBS
+    clips_per_flow_run: int | None = None
 
 
 @dataclass
@@ -150,6 +153,7 @@ class _Clip:
     source: ClipSource
     local: Path | None = None
     body: dict[str, Any] | None = None
+    asset_id: str | None = None
     estimate: CostEstimate | None = None
     chunks: ChunkPlan | None = None
     scratch: Path | None = None
@@ -188,6 +192,8 @@ class _Run:
     progress: BatchProgress
     prepare_gate: asyncio.Semaphore
     needs_estimates: bool
+    children: ChildRuns | None = None
+    clips_per_flow_run: int = 1
 
     async def prepare(self, clip: _Clip) -> None:
         """Fetch, check and make one clip ready to pay for; a failure is recorded on the clip."""
@@ -226,6 +232,7 @@ class _Run:
         asset_id = clip.source.asset_id or await ensure_uploaded(
             upload_video, str(video_file), credentials=jobs.credentials
         )
+        clip.asset_id = asset_id
         clip.body = recipe.body(asset_id)
         if self.needs_estimates:
             clip.estimate = await jobs.estimate(recipe.model_id, clip.body)
@@ -340,7 +347,7 @@ async def _run_clips(run: _Run, clips: list[_Clip], budget: float | None, dry_ru
     progress = run.progress
     preparing = [asyncio.ensure_future(run.prepare(clip)) for clip in clips]
     running: list[asyncio.Future[None]] = []
-    if not run.needs_estimates:
+    if not run.needs_estimates and run.children is None:
         # No budget: nothing to plan, so each clip is paid for as soon as it is ready.
         for clip, preparation in zip(clips, preparing, strict=True):
             await preparation
@@ -353,6 +360,11 @@ async def _run_clips(run: _Run, clips: list[_Clip], budget: float | None, dry_ru
     # The whole plan is known (and logged) before a single creative unit is spent.
     await asyncio.gather(*preparing)
     candidates = [clip for clip in clips if clip.result is None]
+    if not run.needs_estimates:
+        # Spread over workers without a budget: every prepared clip goes.
+        await progress.tick(sum(1 for c in clips if c.result is not None))
+        await _run_admitted(run, candidates)
+        return 0.0
     plan = plan_within_budget([clip.estimated for clip in candidates], budget)
     admitted = [candidates[index] for index in plan.admitted]
     for clip in candidates:
@@ -374,8 +386,65 @@ async def _run_clips(run: _Run, clips: list[_Clip], budget: float | None, dry_ru
             clip.release()
         await progress.tick(len(admitted))
         return plan.planned
-    await asyncio.gather(*(run.run(clip) for clip in admitted))
+    await _run_admitted(run, admitted)
     return plan.planned
+
+
+async def _run_admitted(run: _Run, admitted: list[_Clip]) -> None:
+    """Pay for the admitted clips: here, or in groups as child flow runs on the pool's workers.
+
+    A split clip stays here either way: its chunks are cut from the local copy this run holds.
+    """
+    if run.children is None:
+        await asyncio.gather(*(run.run(clip) for clip in admitted))
+        return
+    here = [clip for clip in admitted if clip.chunks is not None]
+    remote = [clip for clip in admitted if clip.chunks is None]
+    groups = groups_of(remote, run.clips_per_flow_run)
+    get_run_logger().info(
+        "Spreading %d clip(s) over the work pool's workers: %d child flow run(s) of %d clip(s) at most%s",
+        len(remote),
+        len(groups),
+        run.clips_per_flow_run,
+        f"; {len(here)} split clip(s) run here" if here else "",
+    )
+    await asyncio.gather(
+        *(run.run(clip) for clip in here),
+        *(_run_group(run, run.children, index, group) for index, group in enumerate(groups, start=1)),
+    )
+
+
+async def _run_group(run: _Run, children: ChildRuns, index: int, group: list[_Clip]) -> None:
+    """One group as a child flow run: its asset ids, and their estimates as its budget."""
+    estimates = [clip.estimated for clip in group]
+    budget = sum(e for e in estimates if e is not None) if all(e is not None for e in estimates) else None
+    parameters: dict[str, Any] = {"videos": [clip.asset_id for clip in group]}
+    if run.needs_estimates and budget is not None:
+        parameters["budget_creative_units"] = budget
+    for clip in group:
+        clip.release()
+    try:
+        outcome = await children.run(index, parameters)
+    except Exception as exc:
+        for clip in group:
+            clip.result = clip.failed(exc)
+        await run.progress.tick(len(group))
+        return
+    found = {r.video: r for r in getattr(outcome.result, "clips", [])}
+    for clip in group:
+        child = found.get(clip.asset_id or "")
+        if child is None:
+            why = f"child flow run {outcome.flow_run_id} ended {outcome.state_type}: {outcome.message}"
+            clip.result = clip.report(status=FAILED, error=why[:ERROR_CHARS])
+            continue
+        clip.result = child.model_copy(
+            update={
+                "video": clip.source.given,
+                "source": clip.source.name,
+                "notes": [*clip.notes, *child.notes, f"ran in flow run {outcome.flow_run_id}"],
+            }
+        )
+    await run.progress.tick(len(group))
 
 
 async def run_batch(recipe: ModelRecipe, options: BatchOptions) -> State[BatchResult]:
@@ -391,6 +460,8 @@ async def run_batch(recipe: ModelRecipe, options: BatchOptions) -> State[BatchRe
     logger = get_run_logger()
     started = time.monotonic()
     name = model_name(recipe.model_id)
+    # Checked first: a batch that cannot be spread must not have uploaded anything.
+    deployment_id = None if options.dry_run else fan_out_deployment(options.clips_per_flow_run)
     credentials = await resolve_credentials(options.credentials)
     video_storage = await load_source_storage(options.video_storage)
     destination_storage = await load_destination_storage(options.destination_storage)
@@ -437,6 +508,8 @@ async def run_batch(recipe: ModelRecipe, options: BatchOptions) -> State[BatchRe
         progress=progress,
         prepare_gate=asyncio.Semaphore(PREPARE_CONCURRENCY),
         needs_estimates=needs_estimates,
+        children=_children(deployment_id),
+        clips_per_flow_run=options.clips_per_flow_run or 1,
     )
     # Job ids go onto the run's labels in the background: no slot waits on a label write.
     with deferred_job_labels():
@@ -478,6 +551,26 @@ async def run_batch(recipe: ModelRecipe, options: BatchOptions) -> State[BatchRe
         return Failed(message=message, data=result)
     logger.info(message)
     return Completed(message=message, data=result)
+
+
+def _children(deployment_id: Any) -> ChildRuns | None:
+    """The children of a spread batch: this run's own parameters, but for the clips and the budget."""
+    if deployment_id is None:
+        return None
+    context = FlowRunContext.get()
+    assert context is not None
+    assert context.flow_run is not None
+    parent = context.flow_run
+    # A child gets uploaded asset ids: nothing to list, fetch or spread again. Left out rather than
+    # null: the Run form's schema has no null for these fields, and the server enforces it.
+    dropped = {"videos", "folder", "pattern", "video_storage", "clips_per_flow_run", "budget_creative_units"}
+    shared = {
+        name: value
+        for name, value in (parent.parameters or {}).items()
+        if name not in dropped and value is not None
+    }
+    shared["dry_run"] = False
+    return ChildRuns(deployment_id=deployment_id, parent_id=str(parent.id), base_parameters=shared)
 
 
 __all__ = ["BatchOptions", "ModelRecipe", "run_batch"]

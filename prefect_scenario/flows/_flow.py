@@ -71,6 +71,12 @@ SHARED_HELP: dict[str, str] = {
         "suspends and frees its worker until the job ends; `prefect-scenario watch` (or a webhook) "
         "resumes it, and nothing is bought again. Suspend needs a deployment run."
     ),
+    "clips_per_flow_run": (
+        "Spread the batch over the work pool's workers: after the plan, the clips go this many at a "
+        "time to child flow runs of this same deployment, each with its share of the budget. Empty: "
+        "every clip runs in this flow run. Needs a deployment run, and result storage every worker "
+        "shares when the workers are on several machines."
+    ),
     "batch_timeout_seconds": "How long to wait for each job. The job itself goes on past it.",
     "batch_dry_run": (
         "Only check, upload (free) and estimate every clip, with the budget's plan; submit nothing."

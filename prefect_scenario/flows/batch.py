@@ -94,6 +94,7 @@ async def video_to_layers_batch(
     timeout_seconds: float = 3600,
     dry_run: bool = False,
     review: bool = True,
+    clips_per_flow_run: int | None = None,
 ) -> State[BatchResult]:
     """Split every clip of a batch into layers with transparency.
 
@@ -119,6 +120,7 @@ async def video_to_layers_batch(
             sheet beside them, and how closely they add back up to the clip (PSNR, in the table).
             Video work on the worker (in the overhead benchmark it took the batch's CPU from 13 s
             to 29 s for 50 short clips): turn it off for throughput.
+        clips_per_flow_run: $clips_per_flow_run
 
     Returns:
         Completed when no clip failed, Failed otherwise; the state's result is the BatchResult.
@@ -177,6 +179,7 @@ async def aleph_edit_batch(
     allow_split: bool = True,
     fit_to_limits: bool = False,
     chunk_retries: int = DEFAULT_CHUNK_RETRIES,
+    clips_per_flow_run: int | None = None,
 ) -> State[BatchResult]:
     """Edit every clip of a batch from one prompt with Runway Aleph 2.
 
@@ -206,6 +209,7 @@ async def aleph_edit_batch(
             as one clip. Off: such a clip is split (or fails, when splitting is off too).
         chunk_retries: New jobs for a chunk whose job failed on Scenario's side. A split clip is
             never stitched from a partial set.
+        clips_per_flow_run: $clips_per_flow_run
 
     Returns:
         Completed when no clip failed, Failed otherwise; the state's result is the BatchResult.

@@ -145,7 +145,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterat
         stack.api.close()
         # Worker first: with the server gone it would linger; then the server, then the emulator.
         order = {"worker": 0, "prefect-server": 1, "emulator": 2}
-        for process in sorted(stack.processes, key=lambda p: order.get(p.name, 9)):
+        for process in sorted(stack.processes, key=lambda p: order.get(p.name.split(":")[0], 9)):
             process.stop()
         leftovers = [p.name for p in stack.processes if p.group_alive()]
         assert not leftovers, f"processes left running: {leftovers}"

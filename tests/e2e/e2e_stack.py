@@ -133,6 +133,22 @@ class Stack:
         return "\n\n".join(f"===== {p.name} ({p.log}) =====\n{p.tail()}" for p in self.processes)
 
 
+def processes_of_flow_run(flow_run_id: str) -> list[int]:
+    """PIDs whose environment says they execute ``flow_run_id`` (a worker's flow-run process)."""
+    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            pids.append(int(entry.name))
+    return pids
+
+
 def _environment(root: Path, api_url: str, workdir: Path, database_url: str) -> dict[str, str]:
     env = {
         key: value
@@ -149,6 +165,9 @@ def _environment(root: Path, api_url: str, workdir: Path, database_url: str) -> 
             "DO_NOT_TRACK": "1",
             # The worker asks for scheduled runs every second instead of every ten.
             "PREFECT_WORKER_QUERY_SECONDS": "1",
+            # Heartbeats every 30 s (the least Prefect allows): a dead worker's runs are found
+            # by the zombie automation (automations/crash-zombie-flow-runs.yaml) within a minute.
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
             "PREFECT_CLI_PROMPT": "false",
             # Stands in for `pip install prefect-scenario` in the worker's environment: the
             # deployments' entrypoints are module paths of the installed package.

@@ -29,7 +29,16 @@ from typing import Any
 
 import pytest
 
-from e2e.e2e_stack import BIN, CREDENTIALS_BLOCK, JOB_SECONDS, POOL, REPO, Process, Stack
+from e2e.e2e_stack import (
+    BIN,
+    CREDENTIALS_BLOCK,
+    JOB_SECONDS,
+    POOL,
+    REPO,
+    Process,
+    Stack,
+    processes_of_flow_run,
+)
 from prefect_scenario import video
 from support.prefect_api import wait_for
 
@@ -82,22 +91,6 @@ def _start_watcher(stack: Stack, name: str = "watcher") -> Process:
     )
 
 
-def _processes_of_flow_run(flow_run_id: str) -> list[int]:
-    """PIDs whose environment says they execute ``flow_run_id`` (a worker's flow-run process)."""
-    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if marker in environ.split(b"\0"):
-            pids.append(int(entry.name))
-    return pids
-
-
 def _run_layers(stack: Stack, clip: Path, out: Path, **parameters: Any) -> dict[str, Any]:
     deployment = stack.api.deployment("video-to-layers", "on-demand")
     return stack.api.run_like_the_ui(
@@ -137,9 +130,9 @@ def test_1_a_suspended_run_holds_no_process_and_the_watcher_resumes_it(
     assert suspended["labels"]["scenario.paid.job"] == job_id
     assert "scenario-waiting" in suspended["tags"]
     # The worker's flow-run process exited: waiting costs no process.
-    wait_for("the flow-run process to exit", lambda: not _processes_of_flow_run(created["id"]) or None, 30)
+    wait_for("the flow-run process to exit", lambda: not processes_of_flow_run(created["id"]) or None, 30)
     time.sleep(2)
-    assert _processes_of_flow_run(created["id"]) == []
+    assert processes_of_flow_run(created["id"]) == []
     assert stack.api.flow_run(created["id"])["state_type"] == "PAUSED"
 
     watcher = _start_watcher(stack)
@@ -211,7 +204,7 @@ def test_3_watcher_and_worker_killed_while_suspended_nothing_is_bought_twice(
     assert stack.api.flow_run(created["id"])["state_type"] == "PAUSED"
 
     first_watcher = _start_watcher(stack, "watcher-killed")
-    worker = next(p for p in stack.processes if p.name == "worker" and p.popen.poll() is None)
+    worker = next(p for p in stack.processes if p.name.split(":")[0] == "worker" and p.popen.poll() is None)
     os.killpg(worker.popen.pid, signal.SIGKILL)
     worker.popen.wait(10)
     time.sleep(1.5)
@@ -220,7 +213,8 @@ def test_3_watcher_and_worker_killed_while_suspended_nothing_is_bought_twice(
     killed_at = time.monotonic()
 
     new_worker = stack.start(
-        "worker", [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--name", "e2e-worker-2"]
+        "worker:e2e-worker-2",
+        [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--name", "e2e-worker-2"],
     )
     watcher = _start_watcher(stack, "watcher-2")
     try:
