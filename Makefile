@@ -48,4 +48,4 @@ soak: $(STAMP)
 	$(BIN)/python -m bench crash
 
 clean:
-	rm -rf $(VENV) out .prefect-demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) out .prefect-demo .prefect-server .pytest_cache .mypy_cache .ruff_cache

@@ -39,6 +39,7 @@ from typing import Any
 from uuid import UUID
 
 from prefect_scenario.blocks import ScenarioCredentials
+from prefect_scenario.client.policies import parse_time
 from prefect_scenario.events import JOB_COMPLETED, JOB_FAILED, job_resource
 from prefect_scenario.models import Job, JobStatus
 from prefect_scenario.waiting import WAITING_TAG, Waiter, wake_event_id
@@ -51,16 +52,6 @@ _PAGE = 200
 def cursor_variable_name(scope: str) -> str:
     """The Prefect Variable holding the sweep's cursor for one credentials scope."""
     return "scenario_watch_" + hashlib.sha256(scope.encode()).hexdigest()[:16]
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -148,7 +139,7 @@ class Watcher:
         from prefect.variables import Variable
 
         value: Any = await Variable.aget(cursor_variable_name(self.scope), default={})
-        return _parse_time(value.get("updated_after")) if isinstance(value, dict) else None
+        return parse_time(value.get("updated_after")) if isinstance(value, dict) else None
 
     async def _save_cursor(self, cursor: datetime) -> None:
         from prefect.variables import Variable
@@ -172,7 +163,7 @@ class Watcher:
             since = (cursor - self.overlap) if cursor is not None else now - self.reconcile_every
             async for job in client.jobs.list(type="custom", updated_after=since, page_size=100):
                 report.jobs_listed += 1
-                updated = _parse_time(job.updated_at)
+                updated = parse_time(job.updated_at)
                 if updated is not None and (newest is None or updated > newest):
                     newest = updated
                 if job.status.is_terminal:

@@ -25,6 +25,7 @@ from prefect.context import TaskRunContext
 from prefect_scenario.blocks import ScenarioCredentials, resolve_credentials
 from prefect_scenario.budget import check_budget
 from prefect_scenario.caching import JobRequestPolicy, cache_run_id, job_request_key, normalized_body
+from prefect_scenario.client.policies import parse_time
 from prefect_scenario.errors import (
     EstimateFailedError,
     NotFoundError,
@@ -312,11 +313,7 @@ async def _adopt_journaled(
 
 
 def _job_created(job: Job) -> datetime:
-    try:
-        created = datetime.fromisoformat(job.created_at.replace("Z", "+00:00"))
-    except ValueError:
-        return datetime.now(UTC)
-    return created if created.tzinfo else created.replace(tzinfo=UTC)
+    return parse_time(job.created_at) or datetime.now(UTC)
 
 
 # -- the ledger: a submit is started once per intent, whatever dies when --------------------------

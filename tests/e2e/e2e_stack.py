@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -64,15 +65,9 @@ class Process:
             except ProcessLookupError:
                 return False
             return True
-        for entry in proc.iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
+        for _, raw in _process_files("stat"):
             # "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after its ")".
-            fields = stat.rsplit(")", 1)[-1].split()
+            fields = raw.decode(errors="replace").rsplit(")", 1)[-1].split()
             if len(fields) > 2 and fields[2] == str(self.popen.pid) and fields[0] != "Z":
                 return True
         return False
@@ -133,20 +128,21 @@ class Stack:
         return "\n\n".join(f"===== {p.name} ({p.log}) =====\n{p.tail()}" for p in self.processes)
 
 
-def processes_of_flow_run(flow_run_id: str) -> list[int]:
-    """PIDs whose environment says they execute ``flow_run_id`` (a worker's flow-run process)."""
-    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
-    pids = []
+def _process_files(name: str) -> Iterator[tuple[int, bytes]]:
+    """``(pid, /proc/<pid>/<name>)`` for every process whose file can be read."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            environ = (entry / "environ").read_bytes()
+            yield int(entry.name), (entry / name).read_bytes()
         except OSError:
             continue
-        if marker in environ.split(b"\0"):
-            pids.append(int(entry.name))
-    return pids
+
+
+def processes_of_flow_run(flow_run_id: str) -> list[int]:
+    """PIDs whose environment says they execute ``flow_run_id`` (a worker's flow-run process)."""
+    marker = f"PREFECT__FLOW_RUN_ID={flow_run_id}".encode()
+    return [pid for pid, environ in _process_files("environ") if marker in environ.split(b"\0")]
 
 
 def _environment(root: Path, api_url: str, workdir: Path, database_url: str) -> dict[str, str]:
