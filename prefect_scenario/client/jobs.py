@@ -9,10 +9,13 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import datetime
 
-from prefect_scenario.errors import JobWaitTimeoutError, NotFoundError, ScenarioAPIError
+import httpx
+
+from prefect_scenario.errors import JobWaitTimeoutError, NotFoundError
 from prefect_scenario.models import Job, JobEnvelope, JobPage, JobStatus
 
 from ._http import HttpCore, parse, utc_iso
+from ._paging import every_page_item
 from .policies import PollPolicy
 
 logger = logging.getLogger("prefect_scenario.client")
@@ -71,26 +74,16 @@ class JobsAPI:
             "createdAfter": _timestamp(created_after),
             "updatedAfter": _timestamp(updated_after),
         }
-        seen_tokens: set[str] = set()
-        token: str | None = None
-        while True:
-            response = await self._http.send_api("GET", "jobs", params={**params, "paginationToken": token})
+
+        async def fetch(token: str | None) -> httpx.Response:
+            return await self._http.send_api("GET", "jobs", params={**params, "paginationToken": token})
+
+        def read(response: httpx.Response) -> tuple[list[Job], str | None]:
             page = parse(JobPage, response)
-            for job in page.jobs:
-                yield job
-            token = page.next_pagination_token or None
-            if token is None:
-                return
-            if token in seen_tokens:
-                # Following it would loop forever; a listing that silently stopped early could
-                # make a reconciliation believe a job does not exist, so this is an error.
-                raise ScenarioAPIError(
-                    "GET /jobs returned a pagination token it had already returned",
-                    status_code=response.status_code,
-                    method="GET",
-                    url=str(response.request.url.copy_with(query=None)),
-                )
-            seen_tokens.add(token)
+            return page.jobs, page.next_pagination_token
+
+        async for job in every_page_item(fetch, read, "GET /jobs"):
+            yield job
 
     async def cancel(self, job_id: str) -> Job:
         """Asks the API to cancel the job.

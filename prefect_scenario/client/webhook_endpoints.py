@@ -18,10 +18,11 @@ from typing import Any
 import httpx
 from pydantic import Field, SecretStr, model_validator
 
-from prefect_scenario.errors import InputValidationError, ScenarioAPIError, ScenarioConfigError
+from prefect_scenario.errors import InputValidationError, ScenarioConfigError
 from prefect_scenario.models import RequestModel, WireModel
 
 from ._http import HttpCore, parse
+from ._paging import every_page_item
 
 # Every event name the SDK knows (scenario-api.md 8.1). Informative, not enforced: the API grows,
 # and a new name must be usable before this list learns it.
@@ -359,25 +360,16 @@ class WebhookEndpointsAPI:
             ScenarioAPIError: a page failed after retries, or the server repeated a token.
         """
         path = self._path(project_id, endpoint_id, "events")
-        seen_tokens: set[str] = set()
-        token: str | None = None
-        while True:
-            response = await self._send("GET", path, params={"paginationToken": token} if token else None)
+
+        async def fetch(token: str | None) -> httpx.Response:
+            return await self._send("GET", path, params={"paginationToken": token} if token else None)
+
+        def read(response: httpx.Response) -> tuple[builtins.list[WebhookDelivery], str | None]:
             page = parse(WebhookDeliveryPage, response)
-            for delivery in page.items:
-                yield delivery
-            token = page.next_pagination_token or None
-            if token is None:
-                return
-            if token in seen_tokens:
-                # Following it would loop forever; stopping quietly would hide deliveries.
-                raise ScenarioAPIError(
-                    "GET /webhook-endpoints/{id}/events returned a pagination token it had already returned",
-                    status_code=response.status_code,
-                    method="GET",
-                    url=str(response.request.url.copy_with(query=None)),
-                )
-            seen_tokens.add(token)
+            return page.items, page.next_pagination_token
+
+        async for delivery in every_page_item(fetch, read, "GET /webhook-endpoints/{id}/events"):
+            yield delivery
 
     async def delivery(
         self, endpoint_id: str, delivery_id: str, *, project_id: str | None = None

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 
 from prefect_scenario.emulator.api.auth import require_auth
-from prefect_scenario.emulator.api.deps import get_state, root_url
+from prefect_scenario.emulator.api.deps import get_state, json_object, root_url
 from prefect_scenario.emulator.api.errors import bad_request, record_or_404
 from prefect_scenario.emulator.api.paths import part_path
 from prefect_scenario.emulator.api.wire import upload_wire
@@ -23,21 +23,6 @@ router = APIRouter(dependencies=[Depends(require_auth)])
 
 UPLOAD_KINDS: tuple[str, ...] = get_args(UploadKind)
 MAX_PARTS = 10_000
-
-
-async def _json_object(request: Request, *, required: bool = True) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        if required:
-            raise bad_request("The request body is empty: send a JSON object")
-        return {}
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise bad_request("The request body must be a JSON object")
-    return body
 
 
 def _envelope(state: EmulatorState, upload: UploadRecord, request: Request) -> JSONResponse:
@@ -74,7 +59,7 @@ def _require(body: dict[str, Any], name: str, kind: type) -> Any:
 async def create_upload(request: Request) -> JSONResponse:
     """Start a multipart upload: presigned part URLs, a ``pending`` upload and its ``upload`` job."""
     state = get_state(request)
-    body = await _json_object(request)
+    body = await json_object(request)
     if body.get("url") is not None:
         raise bad_request(
             "URL imports are not supported by the emulator: upload the file in parts", field="url"
@@ -126,7 +111,7 @@ async def get_upload(request: Request, upload_id: Annotated[str, Path(alias="upl
 async def upload_action(request: Request, upload_id: Annotated[str, Path(alias="uploadId")]) -> JSONResponse:
     """``{"action": "complete"}``: the upload turns ``validating`` and its parts are checked."""
     state = get_state(request)
-    body = await _json_object(request)
+    body = await json_object(request)
     if body.get("action") != "complete":
         raise bad_request('Invalid action: the only action is "complete"', field="action")
     with state.lock:

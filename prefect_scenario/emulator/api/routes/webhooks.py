@@ -16,8 +16,8 @@ from fastapi.responses import JSONResponse
 
 from prefect_scenario.emulator.api import paging
 from prefect_scenario.emulator.api.auth import require_auth
-from prefect_scenario.emulator.api.deps import get_state
-from prefect_scenario.emulator.api.errors import bad_request, not_found
+from prefect_scenario.emulator.api.deps import get_state, json_object
+from prefect_scenario.emulator.api.errors import not_found
 from prefect_scenario.emulator.api.webhook_wire import (
     checked_create,
     checked_update,
@@ -40,19 +40,6 @@ EVENT_ID = "eventId"
 Handler = Callable[[Request, OwnerType, str], Awaitable[JSONResponse]]
 
 
-async def _json_object(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        raise bad_request("The request body is empty: send a JSON object")
-    try:
-        body = await request.json()
-    except ValueError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise bad_request("The request body must be a JSON object")
-    return body
-
-
 def _endpoint_or_404(request: Request, owner_type: OwnerType, owner_id: str) -> EndpointRecord:
     endpoint_id = request.path_params[ENDPOINT_ID]
     endpoint = get_state(request).webhooks.endpoint(owner_type, owner_id, endpoint_id)
@@ -63,7 +50,7 @@ def _endpoint_or_404(request: Request, owner_type: OwnerType, owner_id: str) -> 
 
 async def create_endpoint(request: Request, owner_type: OwnerType, owner_id: str) -> JSONResponse:
     """Register an endpoint; the answer carries its secret, this once."""
-    url, events, description = checked_create(await _json_object(request))
+    url, events, description = checked_create(await json_object(request))
     endpoint = get_state(request).webhooks.create_endpoint(
         owner_type, owner_id, url=url, enabled_events=events, description=description
     )
@@ -78,7 +65,7 @@ async def list_endpoints(request: Request, owner_type: OwnerType, owner_id: str)
 
 async def update_endpoint(request: Request, owner_type: OwnerType, owner_id: str) -> JSONResponse:
     """Change the fields given; the others stay."""
-    changes = checked_update(await _json_object(request))
+    changes = checked_update(await json_object(request))
     state = get_state(request)
     with state.lock:
         endpoint = state.webhooks.update_endpoint(_endpoint_or_404(request, owner_type, owner_id), **changes)
