@@ -485,3 +485,28 @@ def model_input_body(model_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 ModelInput.model_rebuild()
+
+
+# Every webhook event name of the SDK's enum (scenario-api.md 8.1), "*" (all) included: what an
+# endpoint's ``enabledEvents`` takes. The client and the emulator both read it from here.
+WEBHOOK_EVENT_TYPES: tuple[str, ...] = (
+    "*",
+    "asset.download.completed",
+    "asset.download.created",
+    "asset.download.failed",
+    "generation.completed",
+    "generation.created",
+    "generation.failed",
+    "inference.cancelled",
+    "inference.completed",
+    "inference.created",
+    "inference.failed",
+    "model.download.completed",
+    "model.download.created",
+    "model.download.failed",
+    "model.training.cancelled",
+    "model.training.completed",
+    "model.training.failed",
+    "model.training.started",
+    "team.credit.threshold.crossed",
+)

@@ -24,29 +24,6 @@ from prefect_scenario.models import RequestModel, WireModel
 from ._http import HttpCore, parse
 from ._paging import every_page_item
 
-# Every event name the SDK knows (scenario-api.md 8.1). Informative, not enforced: the API grows,
-# and a new name must be usable before this list learns it.
-WEBHOOK_EVENT_TYPES: tuple[str, ...] = (
-    "*",
-    "asset.download.completed",
-    "asset.download.created",
-    "asset.download.failed",
-    "generation.completed",
-    "generation.created",
-    "generation.failed",
-    "inference.cancelled",
-    "inference.completed",
-    "inference.created",
-    "inference.failed",
-    "model.download.completed",
-    "model.download.created",
-    "model.download.failed",
-    "model.training.cancelled",
-    "model.training.completed",
-    "model.training.failed",
-    "model.training.started",
-    "team.credit.threshold.crossed",
-)
 # The ends of a custom job (both video models): what a waiting flow run needs to hear about.
 JOB_END_EVENT_TYPES: tuple[str, ...] = ("generation.completed", "generation.failed")
 

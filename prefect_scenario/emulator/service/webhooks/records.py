@@ -9,28 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-# Every event name of the SDK's enum (scenario-api.md 8.1), "*" included: what enabledEvents takes.
-EVENT_TYPES: tuple[str, ...] = (
-    "*",
-    "asset.download.completed",
-    "asset.download.created",
-    "asset.download.failed",
-    "generation.completed",
-    "generation.created",
-    "generation.failed",
-    "inference.cancelled",
-    "inference.completed",
-    "inference.created",
-    "inference.failed",
-    "model.download.completed",
-    "model.download.created",
-    "model.download.failed",
-    "model.training.cancelled",
-    "model.training.completed",
-    "model.training.failed",
-    "model.training.started",
-    "team.credit.threshold.crossed",
-)
+from prefect_scenario.models import WEBHOOK_EVENT_TYPES
+
+# Every event name of the SDK's enum, "*" included: what enabledEvents takes.
+EVENT_TYPES = WEBHOOK_EVENT_TYPES
 ALL_EVENTS = "*"
 OwnerType = Literal["project", "team"]
 DeliveryStatus = Literal["created", "retrying", "success", "failed"]
