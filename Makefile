@@ -36,8 +36,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Two pytest-xdist workers (CI has 2 cores); the end-to-end tests stay together on one of them
+# (tests/conftest.py). PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 2
 unit: $(STAMP)
-	$(BIN)/pytest -p no:cacheprovider
+	$(BIN)/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup
 
 ## bench: benchmarks (not tests); writes bench/results/*.json and *.md
 bench: $(STAMP)

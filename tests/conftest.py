@@ -45,6 +45,17 @@ pytest_plugins = ["support.sample_media"]
 _SESSION_DIR = Path(os.environ["PREFECT_SCENARIO_TEST_DIR"])
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The end-to-end tests go to one pytest-xdist worker together (``make test`` runs two).
+
+    They share one stack per package (PostgreSQL, a Prefect server, workers, the emulator); spread
+    over both workers, each would start its own and both cores would run two stacks at once.
+    """
+    for item in items:
+        if "e2e" in item.path.parts:
+            item.add_marker(pytest.mark.xdist_group("e2e"))
+
+
 @pytest.fixture
 def emulator_state(tmp_path: Path) -> Iterator[EmulatorState]:
     """A fresh emulator state with its files under ``tmp_path`` and 0.3 s jobs."""
