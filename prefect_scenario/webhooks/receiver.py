@@ -13,6 +13,7 @@ What the answers mean to the sender, which retries any non-2xx:
 ==========  ============================================================================
 200         accepted (the hint was handled), duplicate (already handled), or ignored
             (verified, but no job id or an event type not acted on): never sent again
+400         signed, but the body is not a JSON object: malformed, nothing woken
 401         unsigned, forged, or stale: refused
 413         body over ``max_body_bytes``
 503         ``on_job_hint`` raised: the delivery id is not remembered, so a retry is handled
@@ -268,6 +269,12 @@ def create_webhook_app(
             logger.warning("Scenario webhook delivery from %s refused (401): %s", client, exc.reason)
             return _answer(401, "refused", reason=exc.reason)
         payload = _json(body)
+        if not isinstance(payload, dict):
+            # Signed but unreadable: a sender's bug, which no retry of the same bytes mends.
+            logger.warning(
+                "Scenario webhook delivery %s refused (400): the body is not a JSON object", signed_id
+            )
+            return _answer(400, "refused", reason="the body is not a JSON object")
         delivery_id = signed_id or _text(_dig(payload, "id"))
         event_type = event_type_of(payload)
         job_id = job_id_of(payload)
@@ -291,9 +298,7 @@ def create_webhook_app(
                 return _answer(503, "error", reason="wake-up failed; retry later")
 
         ignored: str | None = None
-        if not isinstance(payload, dict):
-            ignored = "payload is not a JSON object"
-        elif event_type is not None and event_type not in acted_on:
+        if event_type is not None and event_type not in acted_on:
             ignored = f"event type {event_type} is not acted on"
         elif job_id is None:
             ignored = "no job id in the payload"
