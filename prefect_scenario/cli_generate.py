@@ -233,6 +233,13 @@ def exit_code_for(exc: BaseException) -> int:
     return EXIT_FAILED
 
 
+def show_info_logs() -> None:
+    """Long-running commands (``watch``, ``webhooks serve``) log what they do, one line each, to stderr."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Not every request to Prefect and Scenario: what was woken, refused or failed is the news.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
 def error_line(exc: BaseException) -> str:
     """The one line printed for an expected error: its message, flattened, with what to do."""
     from prefect_scenario.errors import (

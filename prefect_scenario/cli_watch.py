@@ -9,7 +9,6 @@ credentials of the project; it never submits a job, so it never spends anything.
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import sys
 from typing import Annotated
@@ -71,9 +70,10 @@ def watch(
     once
         One sweep, a line of what it did, then exit (for cron or a check).
     """
+    from prefect_scenario.cli_generate import show_info_logs
     from prefect_scenario.errors import ScenarioError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    show_info_logs()
     try:
         code = asyncio.run(_watch(credentials, interval_seconds, once))
     except ScenarioError as exc:

@@ -179,9 +179,10 @@ def serve(
     tolerance_seconds
         How old (or how far in the future) a delivery's timestamp may be.
     """
-    from prefect_scenario.cli_generate import error_line, exit_code_for
+    from prefect_scenario.cli_generate import error_line, exit_code_for, show_info_logs
     from prefect_scenario.errors import ScenarioError
 
+    show_info_logs()
     try:
         asyncio.run(_serve(host, port, path, secret_block, credentials, scheme, tolerance_seconds))
     except ScenarioError as exc:
