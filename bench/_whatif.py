@@ -10,7 +10,7 @@ benchmark makes one extra, traced flow run as a diagnostic, not counted in its m
 * ``TRACE``: the duration of every call of the awaits a batch's clip goes through, by name: the
   client's API calls (``client.generate.run``, ``client.jobs.wait``, ``client.uploads.upload_file``,
   ...), the label writes and progress artifacts of the tasks, the wait for a job slot and how long
-  it is held (``job_slot acquire`` / ``job_slot held``, around ``concurrency.SlotPool.slot``), each
+  it is held (``job_slot acquire`` / ``job_slot held``, around ``slot_pool.SlotPool.slot``), each
   task call as the batch awaits it, Prefect's engine included (``upload_video call``,
   ``submit_job call``, ``wait_inline call``, ``download_outputs call``) beside the task's own body
   (``... body``), and every request to the Prefect API by route (``prefect METHOD /route``);
@@ -61,7 +61,7 @@ def _trace() -> None:
     import contextlib
     import time
 
-    from prefect_scenario import clip_source, concurrency, job_labels
+    from prefect_scenario import clip_source, job_labels, slot_pool
     from prefect_scenario.client import assets, generate, jobs, uploads
     from prefect_scenario.flows import _batch, _job
     from prefect_scenario.tasks import download, submit, upload, wait
@@ -84,7 +84,7 @@ def _trace() -> None:
     ):
         setattr(owner, attribute, _timed(name, getattr(owner, attribute)))
 
-    original_slot = concurrency.SlotPool.slot
+    original_slot = slot_pool.SlotPool.slot
 
     @contextlib.asynccontextmanager
     async def slot(self: Any) -> Any:
@@ -97,7 +97,7 @@ def _trace() -> None:
             finally:
                 TRACE.setdefault("job_slot held", []).append(time.perf_counter() - acquired)
 
-    concurrency.SlotPool.slot = slot  # type: ignore[method-assign]
+    slot_pool.SlotPool.slot = slot  # type: ignore[method-assign]
     # The whole task call as the batch awaits it (Prefect's engine included), beside its body.
     _batch.upload_video = _timed("upload_video call", _batch.upload_video)  # type: ignore[assignment]
     for task_name in ("wait_inline", "download_outputs"):

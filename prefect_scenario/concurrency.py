@@ -142,7 +142,7 @@ async def job_slot(name: str | None) -> AsyncIterator[None]:
         return
     from prefect.concurrency.asyncio import concurrency
 
-    notice = asyncio.create_task(_say_what_the_wait_is_for(name))
+    notice = asyncio.create_task(say_what_the_wait_is_for(name))
     try:
         # strict: a limit that vanished must stop the batch, not let it run unbounded. A failed
         # lease renewal must not end the wait, though: the job is paid for and goes on either way.
@@ -159,7 +159,7 @@ async def job_slot(name: str | None) -> AsyncIterator[None]:
         notice.cancel()
 
 
-async def _say_what_the_wait_is_for(name: str) -> None:
+async def say_what_the_wait_is_for(name: str) -> None:
     """Once a clip has waited a while for a slot, log who holds them (never raises)."""
     await asyncio.sleep(SLOT_WAIT_NOTICE_SECONDS)
     held = ""
@@ -176,169 +176,6 @@ async def _say_what_the_wait_is_for(name: str) -> None:
         held,
         SLOT_LEASE_SECONDS,
     )
-
-
-# How long a batch may pass one slot from clip to clip before giving it back to the limit.
-SLOT_HANDOVER_SECONDS = 60.0
-
-
-@dataclass(eq=False)
-class _Lane:
-    """One slot of the limit, held open by a background task until ``close`` is set."""
-
-    acquired_at: float = 0.0
-    close: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-
-
-class SlotPool:
-    """The slots of a global concurrency limit that one batch's clips hold, passed clip to clip.
-
-    A clip whose job ended hands its slot straight to the next waiting clip of the batch, instead
-    of releasing it and the next clip acquiring it again. Prefect grants acquisitions one at a time
-    per limit, each a write to its database, and on a busy server (a batch's task runs and events)
-    each took seconds: the benchmarks measured clips waiting a median 36-50 s for slots held 4 s.
-    A slot is passed on for at most ``handover_seconds`` after it was acquired, then given back to
-    the limit, so other flow runs waiting on the same limit get their turn. At most ``size`` slots
-    are held or asked for at once: the batch's clips queue here, not by polling the server.
-
-    With ``name`` None there is no limit on the server: ``size`` (if any) bounds the pool's jobs in
-    this process only.
-
-    Use ``async with SlotPool(name, size) as pool:`` around the batch (or call :meth:`aclose`) and
-    ``async with pool.slot():`` around each job; leaving the pool gives every slot back.
-    """
-
-    def __init__(
-        self, name: str | None, size: int | None, *, handover_seconds: float = SLOT_HANDOVER_SECONDS
-    ) -> None:
-        self.name = name
-        self.size = size
-        self.handover_seconds = handover_seconds
-        self.acquisitions = 0
-        self.handovers = 0
-        self._places = 0  # slots held or being acquired, counted against ``size``
-        self._lanes: set[_Lane] = set()
-        self._holders: set[asyncio.Task[None]] = set()  # closed lanes' too, until they released
-        # Waiting clips get a lane (handed over) or None (a place is theirs: acquire a slot).
-        self._waiting: list[asyncio.Future[_Lane | None]] = []
-        # Without a limit on the server, a size still bounds this pool's jobs (a split edit's
-        # max_parallel_chunks), here in the process.
-        self._local = asyncio.Semaphore(size) if name is None and size else None
-
-    async def __aenter__(self) -> SlotPool:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Give every slot back to the limit, and wait until they are released."""
-        for lane in self._lanes:
-            lane.close.set()
-        self._lanes.clear()
-        await asyncio.gather(*self._holders, return_exceptions=True)
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold a slot for one job: one handed over, a new one, or the next one given back."""
-        if self.name is None:
-            # No limit on the server: only this pool's own bound, when it has one.
-            if self._local is None:
-                yield
-                return
-            async with self._local:
-                yield
-            return
-        if not self.size:
-            # An inactive limit: it bounds nothing.
-            async with job_slot(self.name):
-                yield
-            return
-        lane = await self._take()
-        try:
-            yield
-        finally:
-            self._give_back(lane)
-
-    async def _take(self) -> _Lane:
-        if self._places < (self.size or 0) and not self._waiting:
-            self._places += 1
-            return await self._open()
-        waiter: asyncio.Future[_Lane | None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
-        try:
-            lane = await waiter
-        except BaseException:
-            if waiter in self._waiting:
-                self._waiting.remove(waiter)
-            elif waiter.done() and not waiter.cancelled():
-                # Given something just as this clip gave up: pass it on.
-                given = waiter.result()
-                if given is None:
-                    self._free_place()
-                else:
-                    self._give_back(given)
-            raise
-        if lane is None:
-            return await self._open()
-        self.handovers += 1
-        return lane
-
-    async def _open(self) -> _Lane:
-        """Acquire a slot for a place already counted; on failure the place is freed."""
-        lane = _Lane()
-        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        lane.task = asyncio.create_task(self._hold(lane, ready))
-        self._holders.add(lane.task)
-        lane.task.add_done_callback(self._holders.discard)
-        self._lanes.add(lane)
-        try:
-            await asyncio.shield(ready)
-        except BaseException:
-            self._close(lane)
-            raise
-        return lane
-
-    async def _hold(self, lane: _Lane, ready: asyncio.Future[None]) -> None:
-        try:
-            async with job_slot(self.name):
-                self.acquisitions += 1
-                lane.acquired_at = asyncio.get_running_loop().time()
-                ready.set_result(None)
-                await lane.close.wait()
-        except Exception as exc:
-            if not ready.done():
-                ready.set_exception(exc)
-                ready.exception()  # retrieved here: the clip that asked raises it
-        finally:
-            if not ready.done():
-                ready.cancel()
-
-    def _give_back(self, lane: _Lane) -> None:
-        alive = lane.task is not None and not lane.task.done()  # a slot whose holder ended is gone
-        fresh = alive and asyncio.get_running_loop().time() - lane.acquired_at < self.handover_seconds
-        if fresh:
-            while self._waiting:
-                waiter = self._waiting.pop(0)
-                if not waiter.done():
-                    waiter.set_result(lane)
-                    return
-        self._close(lane)
-
-    def _close(self, lane: _Lane) -> None:
-        """Give the slot back to the limit; its place goes to the next waiting clip, if any."""
-        lane.close.set()
-        self._lanes.discard(lane)
-        self._free_place()
-
-    def _free_place(self) -> None:
-        while self._waiting:
-            waiter = self._waiting.pop(0)
-            if not waiter.done():
-                waiter.set_result(None)  # the place stays counted: it is the waiter's now
-                return
-        self._places -= 1
 
 
 def is_ceiling_refusal(exc: BaseException | None) -> bool:

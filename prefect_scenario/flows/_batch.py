@@ -13,7 +13,7 @@ each clip goes through:
    that would pass it on, every clip is reported ``skipped: budget``;
 3. **run** (all admitted clips at once): every job goes through the one paid path
    (:class:`~prefect_scenario.flows._job.JobRunner`), holding a slot of the batch's
-   :class:`~prefect_scenario.concurrency.SlotPool` from the submit until the job is terminal; a 429
+   :class:`~prefect_scenario.slot_pool.SlotPool` from the submit until the job is terminal; a 429
    from Scenario's ceiling is waited out as a task retry. Then the clip is finished: a split clip is
    stitched, layers are reviewed (composite preview, contact sheet, PSNR against the source).
 
@@ -46,7 +46,6 @@ from prefect_scenario.concurrency import (
     DEFAULT_LIMIT_NAME,
     DEFAULT_PARALLEL_JOBS,
     CeilingWatch,
-    SlotPool,
     ensure_global_concurrency_limit,
 )
 from prefect_scenario.flows._arguments import RunChoices
@@ -76,6 +75,7 @@ from prefect_scenario.formatting import format_units
 from prefect_scenario.job_labels import deferred_job_labels, drain_job_labels
 from prefect_scenario.manifest import SubmittedJob
 from prefect_scenario.models import CostEstimate
+from prefect_scenario.slot_pool import SlotPool
 from prefect_scenario.storage import (
     discard,
     find_videos,

@@ -4,7 +4,7 @@ Every Scenario job of every flow runs through :meth:`JobRunner.run`: the single 
 (``run_generation``), the batch engine, and each chunk of a split edit. What differs between them is
 an argument, never a copy of the sequence:
 
-* ``slots``: a :class:`~prefect_scenario.concurrency.SlotPool` held from the submit until the job is
+* ``slots``: a :class:`~prefect_scenario.slot_pool.SlotPool` held from the submit until the job is
   terminal (what the API counts in flight), released before the download so the next job starts;
 * ``wait_as_task``: the wait as a task run of its own (single flows, chunks: a progress artifact
   per job), or inline (a batch: one log, one progress bar for thousands of clips);
@@ -38,13 +38,13 @@ from prefect_scenario.concurrency import (
     CEILING_RETRY_DELAYS,
     CEILING_RETRY_JITTER,
     CeilingWatch,
-    SlotPool,
 )
 from prefect_scenario.errors import JobFailedError, ScenarioConfigError
 from prefect_scenario.flows._stopwatch import Stopwatch
 from prefect_scenario.flows._suspend import await_job_end, forget_journaled_job, journaled_job_id
 from prefect_scenario.manifest import StoredOutput, SubmittedJob
 from prefect_scenario.models import CostEstimate, Job
+from prefect_scenario.slot_pool import SlotPool
 from prefect_scenario.tasks import download_outputs, estimate_job, submit_job, wait_for_job
 from prefect_scenario.tasks.submit import mark_delivered, settle_earlier_run
 from prefect_scenario.tasks.wait import wait_inline

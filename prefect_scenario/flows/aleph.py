@@ -20,7 +20,6 @@ from prefect_scenario.concurrency import (
     DEFAULT_LIMIT_NAME,
     DEFAULT_PARALLEL_JOBS,
     CeilingWatch,
-    SlotPool,
     existing_limit_size,
 )
 from prefect_scenario.errors import InputValidationError
@@ -48,6 +47,7 @@ from prefect_scenario.flows.reporting import model_name
 from prefect_scenario.flows.result import ESTIMATED, ScenarioRunResult
 from prefect_scenario.formatting import format_units, mebibytes
 from prefect_scenario.models import ALEPH_MAX_VIDEO_BYTES, ALEPH_MODEL_ID, Keyframe, PromptImage
+from prefect_scenario.slot_pool import SlotPool
 from prefect_scenario.storage import load_destination_storage, load_source_storage, new_temp_dir
 from prefect_scenario.tasks import upload_image, upload_video
 from prefect_scenario.tasks.upload import ensure_uploaded

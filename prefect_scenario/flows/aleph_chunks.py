@@ -9,7 +9,7 @@ is one near an even split (``video.plan_split``). Then:
    single creative unit is spent (the single flow's ``max_creative_units``, the batch's plan);
 4. every chunk job runs through the one paid path (:class:`~prefect_scenario.flows._job.JobRunner`),
    with the same prompt and seed, each holding a slot of the caller's
-   :class:`~prefect_scenario.concurrency.SlotPool` (:func:`run_chunks`);
+   :class:`~prefect_scenario.slot_pool.SlotPool` (:func:`run_chunks`);
 5. a chunk whose job failed on the server is submitted again as a new job (``chunk_retries``
    times); a refused request (400) is the input's fault and is not;
 6. only a complete set is stitched (:func:`finish_chunks`: ``video.concat_videos``, with the

@@ -12,7 +12,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
-from prefect_scenario.concurrency import SlotPool
+from prefect_scenario.slot_pool import SlotPool
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
