@@ -1,7 +1,8 @@
 """``python -m bench [BENCHMARK ...] [--quick] [--runs N] [--profile] [--out DIR]``.
 
-Benchmarks: ``polling``, ``overhead``, ``memory``, ``scale`` (default: all four, in that order), and
-``crash`` (kill -9 at every phase, a killed batch, a fault soak: ``make soak``; only when named).
+Benchmarks: ``polling``, ``overhead``, ``memory``, ``scale``, ``watcher`` (default: all five, in that
+order), and ``crash`` (kill -9 at every phase, a killed batch, a fault soak: ``make soak``; only when
+named).
 Writes ``<out>/latest.json`` and ``<out>/latest.md`` (``quick.json`` / ``quick.md`` with ``--quick``,
 so a smoke run never overwrites real figures). Running a subset keeps the other benchmarks' last
 results in the report, each with its own date.
@@ -23,8 +24,8 @@ from typing import Any
 from bench import report
 from bench._common import RESULTS_DIR, load_average, machine_facts, write_json
 
-BENCHMARKS = ("polling", "overhead", "memory", "scale", "crash")
-NEEDS_PREFECT = {"overhead", "memory", "scale", "crash"}
+BENCHMARKS = ("polling", "overhead", "memory", "scale", "watcher", "crash")
+NEEDS_PREFECT = {"overhead", "memory", "scale", "watcher", "crash"}
 # Run only when named: it measures safety, not speed, and takes as long as the others together.
 ONLY_WHEN_NAMED = {"crash"}
 
@@ -42,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=None, help="N of the overhead benchmark (default 50)")
     parser.add_argument(
         "--scale-jobs", type=int, default=None, help="N of the scale benchmark (default 1000)"
+    )
+    parser.add_argument(
+        "--watcher-jobs", type=int, default=None, help="N of the watcher benchmark (default 1000)"
     )
     parser.add_argument(
         "--scale-deadline", type=float, default=None, help="seconds a scale flow run may take (default 480)"
@@ -174,6 +178,10 @@ def _run(
         from bench import crash
 
         return crash.run(prefect=prefect, log_dir=log_dir, quick=args.quick)
+    if name == "watcher":
+        from bench import watcher
+
+        return watcher.run(prefect=prefect, log_dir=log_dir, quick=args.quick, jobs=args.watcher_jobs)
     from bench import scale
 
     return scale.run(

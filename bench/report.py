@@ -8,6 +8,8 @@ from typing import Any
 
 from bench._common import human_bytes
 
+TARGET_WATCHER_PER_100 = 1.0
+
 
 def _fmt(value: Any, digits: int = 2, suffix: str = "") -> str:
     if value is None:
@@ -57,6 +59,7 @@ def render(document: dict[str, Any]) -> str:
         ("polling", _polling),
         ("memory", _memory),
         ("scale", _scale),
+        ("watcher", _watcher),
         ("crash", _crash),
     ):
         section = benchmarks.get(name)
@@ -143,6 +146,17 @@ def _summary_table(benchmarks: dict[str, Any]) -> list[str]:
             f"SDK script: wall {_fmt(base.get('wall_seconds'), 1)} s, CPU {_fmt(base.get('cpu_seconds'), 1)} s, peak RSS {human_bytes(base.get('peak_rss_bytes'))}, "
             f"{_fmt(base.get('api_requests_per_second'), 1)} req/s | CPU {'≥ ' if flow.get('timed_out') else ''}{_x(scale['ratios'].get('cpu'))}, "
             f"RSS {_x(scale['ratios'].get('peak_rss'))} | completes without errors | {_met(scale['targets']['no_errors']['met'])} |"
+        )
+    watcher = benchmarks.get("watcher")
+    if watcher and "error" not in watcher:
+        sweeps = {sweep["sweep"]: sweep for sweep in watcher["sweeps"]}
+        first, steady = sweeps.get("first", {}), sweeps.get("steady", {})
+        reconcile = sweeps.get("reconcile", {})
+        rows.append(
+            f"| watcher, {watcher['jobs']} jobs in flight | Scenario requests per sweep: first {first.get('scenario_requests')}, "
+            f"steady {steady.get('scenario_requests')}, reconcile {reconcile.get('scenario_requests')} | – | "
+            f"worst {_fmt(watcher['targets']['requests_per_100_in_flight']['worst'])} per 100 in flight | "
+            f"≤ {TARGET_WATCHER_PER_100:g} per 100 in flight | {_met(watcher['targets']['requests_per_100_in_flight']['met'])} |"
         )
     return ["## Summary", "", *rows, ""]
 
@@ -417,6 +431,39 @@ def _scale(section: dict[str, Any]) -> list[str]:
     ]
     lines += _dumps((section.get("flow") or {}).get("dump_summaries"))
     lines += _profile(section.get("profile"), "Profile of the flow run")
+    return lines
+
+
+def _watcher(section: dict[str, Any]) -> list[str]:
+    setup = section.get("setup", {})
+    lines = [
+        f"{section['jobs']} suspended flow runs, one job each in flight on the emulator ({setup.get('ended_jobs')} of them "
+        f"{section['short_job_seconds']:g} s long, the rest {section['long_job_seconds']:g} s; the clock moved "
+        f"{section['clock_advance_seconds']:g} s to end the short ones), listing pages of {section['page_size']}; "
+        f"set-up {_fmt(setup.get('setup_seconds'), 1)} s, runs' start_time set: {setup.get('start_time_set')}.",
+        "",
+        "| sweep | jobs in flight | waiting | listed | read one by one | woken | Scenario requests (GET /jobs + GET /jobs/{id}) | "
+        "per 100 in flight | within target | Prefect requests | events | wall (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for sweep in section["sweeps"]:
+        routes = sweep.get("scenario_requests_by_route", {})
+        lines.append(
+            f"| {sweep['sweep']} | {sweep['jobs_in_flight']} | {sweep['waiting']} | {sweep['jobs_listed']} | "
+            f"{sweep['jobs_read']} | {sweep['woken']} | {sweep['scenario_requests']} "
+            f"({routes.get('GET /v1/jobs', 0)} + {routes.get('GET /v1/jobs/{jobId}', 0)}) | "
+            f"{_fmt(sweep['scenario_requests_per_100_in_flight'])} | {_met(sweep.get('within_target'))} | "
+            f"{sweep['prefect_requests']} | {sweep['events']} | "
+            f"{_fmt(sweep['wall_seconds'], 2)} |"
+        )
+    target = section["targets"]["requests_per_100_in_flight"]
+    lines += [
+        "",
+        f"Target ({target['target']}): {_met(target['met'])}, worst {_fmt(target['worst'])} per 100 in flight"
+        + (f"; missed by: {', '.join(target['missed_by'])}" if target.get("missed_by") else "")
+        + ". A sweep's listing holds the jobs in flight and the jobs that ended in its window.",
+        "",
+    ]
     return lines
 
 

@@ -234,10 +234,20 @@ def exit_code_for(exc: BaseException) -> int:
 
 
 def show_info_logs() -> None:
-    """Long-running commands (``watch``, ``webhooks serve``) log what they do, one line each, to stderr."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Not every request to Prefect and Scenario: what was woken, refused or failed is the news.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    """Long-running commands (``watch``, ``webhooks serve``) log what they do, one line each, to stderr.
+
+    Prefect's own logging set-up first (importing Prefect does not run it): its API handler is what
+    sends a line logged for a flow run (the cancel hook's, run by the watcher) to that run's page.
+    """
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging()
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ours = logging.getLogger("prefect_scenario")
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False  # Prefect's console handler would print each line a second time
 
 
 def error_line(exc: BaseException) -> str:

@@ -34,7 +34,7 @@ async def _watch(credentials: str | None, interval_seconds: float, once: bool) -
         print(
             f"{report.waiting} flow run(s) waiting, {report.jobs_listed} job(s) listed, {report.jobs_read} "
             f"read; resumed {len(report.woken)}, already resumed {len(report.already_resumed)}, expired "
-            f"{len(report.expired)}",
+            f"{len(report.expired)}; jobs of {len(report.cancelled)} cancelled run(s) cancelled",
             flush=True,
         )
         return 0

@@ -72,16 +72,31 @@ class Waiter:
             naming the job); None when it has none.
         scope: the credentials scope of its jobs (endpoint and project): a watcher wakes only the
             runs of its own scope.
+        since: a lower bound on when its jobs can end: the flow run's ``start_time`` (its
+            ``created`` when it never started). The run saw each job still running after it
+            started (it suspends only then), so the job's end, and any later change, is dated
+            after it; a job the run submitted itself has every update after it. On Prefect's
+            clocks, not Scenario's: the watcher allows its ``overlap`` for the difference. None
+            when unknown.
     """
 
     flow_run_id: str
     job_ids: tuple[str, ...]
     deadline: datetime | None
     scope: str | None
+    since: datetime | None = None
 
     @classmethod
-    def from_labels(cls, flow_run_id: str, labels: Mapping[str, Any] | None) -> Waiter | None:
-        """The waiter a flow run's labels describe; None when they name no job."""
+    def from_labels(
+        cls, flow_run_id: str, labels: Mapping[str, Any] | None, since: datetime | None = None
+    ) -> Waiter | None:
+        """The waiter a flow run's labels describe; None when they name no job.
+
+        Args:
+            flow_run_id: the flow run.
+            labels: its labels.
+            since: see :attr:`since` (naive means UTC).
+        """
         labels = labels or {}
         ids = tuple(item.strip() for item in str(labels.get(AWAITING_LABEL) or "").split(",") if item.strip())
         if not ids:
@@ -96,7 +111,9 @@ class Waiter:
             if deadline is not None and deadline.tzinfo is None:
                 deadline = deadline.replace(tzinfo=UTC)
         scope = labels.get(SCOPE_LABEL)
-        return cls(flow_run_id, ids, deadline, str(scope) if scope else None)
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        return cls(flow_run_id, ids, deadline, str(scope) if scope else None, since)
 
     def overdue(self, now: datetime) -> bool:
         """True when the wait's deadline has passed."""

@@ -5,13 +5,21 @@ Flow runs in ``wait="suspend"`` mode record the jobs they wait on and suspend
 
 * **who waits**: Prefect is the registry. Suspended flow runs tagged ``scenario-waiting`` are read
   in pages, and their labels say which jobs they wait on and until when;
-* **which jobs ended**: one bulk sweep, ``GET /v1/jobs?type=custom&updatedAfter=<cursor>``, across
-  pages (short or empty pages while a token remains are followed), not one GET per job. The
-  cursor is the newest ``updatedAt`` seen, kept in a Prefect Variable so a restarted watcher goes
-  on where it stopped; the sweep starts ``overlap`` before it, because whether ``updatedAfter`` is
-  strict is not documented. A run seen for the first time has its jobs read one by one once: its
-  job may have ended before the run finished suspending, out of the sweep's window. Every
-  ``reconcile_every`` all awaited jobs are read again, so no cursor mistake can strand a run;
+* **which jobs ended**: one bulk listing per sweep, ``GET /v1/jobs?type=custom&updatedAfter=<start>``,
+  across pages (short or empty pages while a token remains are followed), not one GET per job: a
+  listed job's status is its current one, and a job the listing did not return has not changed
+  since the window's start. The window starts ``overlap`` before the cursor, the newest
+  ``updatedAt`` seen, kept in a Prefect Variable so a restarted watcher goes on where it stopped
+  (``overlap``, because whether ``updatedAfter`` is strict is not documented, and because Prefect's
+  and Scenario's clocks differ). A run seen for the first time widens the window to ``overlap``
+  before its :attr:`~prefect_scenario.waiting.Waiter.since` (its flow run's start): its job may
+  have ended before the run finished suspending, behind the cursor, but not before the run
+  started. Every ``reconcile_every`` the window is widened so for every waiting run, so no cursor
+  mistake can strand a run. On those wide sweeps, a job of those runs that the listing did not
+  return at all (another project's job, clocks further apart than ``overlap``) is read with one
+  GET. A sweep thus costs a request per page (100 jobs, at least one page) of the jobs updated in
+  its window: after a restart or on a reconcile, of those updated since the oldest waiting run
+  started;
 * **wake**: an event ``scenario.job.completed`` / ``scenario.job.failed`` (the job as resource, the
   flow run as related resource of role ``waiter``; its id derived from job, status and flow run,
   so the sweep, a webhook and the run itself record one event), then Prefect's resume. A resume
@@ -40,6 +48,7 @@ from uuid import UUID
 
 from prefect_scenario.blocks import ScenarioCredentials
 from prefect_scenario.client.policies import parse_time
+from prefect_scenario.errors import NotFoundError
 from prefect_scenario.events import JOB_COMPLETED, JOB_FAILED, job_resource
 from prefect_scenario.models import Job, JobStatus
 from prefect_scenario.waiting import WAITING_TAG, Waiter, wake_event_id
@@ -61,10 +70,13 @@ class SweepReport:
     Attributes:
         waiting: suspended flow runs of this scope.
         jobs_listed: jobs the bulk listing returned.
-        jobs_read: jobs read one by one (runs seen for the first time, reconciles).
+        jobs_read: jobs read one by one: jobs of new runs, or of every run on a reconcile, that
+            the listing did not return at all (normally none); a webhook's hint.
         woken: flow runs resumed (job ended, or deadline passed).
         already_resumed: flow runs another waker resumed first.
         expired: flow runs whose pause had expired (Prefect failed them).
+        cancelled: suspended flow runs cancelled by a user whose jobs the watcher asked Scenario
+            to cancel (once each).
     """
 
     waiting: int = 0
@@ -73,6 +85,7 @@ class SweepReport:
     woken: list[str] = field(default_factory=list)
     already_resumed: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -81,8 +94,10 @@ class Watcher:
 
     Attributes:
         credentials: the Scenario credentials of the project (their scope picks the runs to wake).
-        overlap: how far before the cursor each sweep starts.
-        reconcile_every: how often every awaited job is read one by one.
+        overlap: how far before the cursor (or a run's start, see ``reconcile_every``) each
+            sweep's listing starts: Prefect's and Scenario's clocks differ.
+        reconcile_every: how often the listing reaches back to the start of the oldest waiting
+            run, whatever the cursor says (it does so for a run seen for the first time too).
 
     Example:
         ```python
@@ -128,12 +143,57 @@ class Watcher:
             while True:
                 page = await client.read_flow_runs(flow_run_filter=flow_filter, limit=_PAGE, offset=offset)
                 for flow_run in page:
-                    waiter = Waiter.from_labels(str(flow_run.id), flow_run.labels)
+                    # Its jobs end after the run started (see Waiter.since); ``created`` is earlier
+                    # still, for a run with no start.
+                    since = flow_run.start_time or flow_run.created
+                    waiter = Waiter.from_labels(str(flow_run.id), flow_run.labels, since=since)
                     if waiter is not None and waiter.scope in (None, self.scope):
                         waiters.append(waiter)
                 if len(page) < _PAGE:
                     return waiters
                 offset += _PAGE
+
+    async def cancel_jobs_of_cancelled_runs(self) -> list[str]:
+        """Ask Scenario to cancel the jobs of suspended runs a user cancelled; their ids.
+
+        A suspended run has no process: Prefect's server turns its Cancelling straight into
+        Cancelled, and no ``on_cancellation`` hook runs anywhere. So the watcher runs the hook's
+        work for it (:func:`~prefect_scenario.hooks.cancel_remote_jobs`, its outcome in the run's
+        own logs: Scenario refuses to cancel custom jobs, and the log then says the job goes on and
+        is billed), then takes the ``scenario-waiting`` tag off the run, so it is done once.
+        """
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+            FlowRunFilterTags,
+        )
+        from prefect.client.schemas.objects import StateType
+
+        from prefect_scenario.hooks import cancel_remote_jobs
+
+        flow_filter = FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLED])),
+            tags=FlowRunFilterTags(all_=[WAITING_TAG]),
+        )
+        handled: list[str] = []
+        async with get_client() as client:
+            # One page a sweep: each run handled leaves the filter, the next sweep takes the rest.
+            for flow_run in await client.read_flow_runs(flow_run_filter=flow_filter, limit=_PAGE):
+                waiter = Waiter.from_labels(str(flow_run.id), flow_run.labels)
+                if waiter is not None and waiter.scope not in (None, self.scope):
+                    continue
+                await cancel_remote_jobs(None, flow_run, flow_run.state)
+                await client.update_flow_run(
+                    flow_run.id, tags=[tag for tag in flow_run.tags if tag != WAITING_TAG]
+                )
+                logger.info(
+                    "Flow run %s was cancelled while suspended: asked Scenario to cancel its jobs",
+                    flow_run.id,
+                )
+                handled.append(str(flow_run.id))
+        return handled
 
     async def _cursor(self) -> datetime | None:
         from prefect.variables import Variable
@@ -150,6 +210,7 @@ class Watcher:
     async def sweep(self) -> SweepReport:
         """One pass: find who waits, list the jobs that changed, wake the runs whose jobs ended."""
         report = SweepReport()
+        report.cancelled = await self.cancel_jobs_of_cancelled_runs()
         waiters = await self.waiting_runs()
         report.waiting = len(waiters)
         if not waiters:
@@ -157,27 +218,38 @@ class Watcher:
             return report
         now = datetime.now(UTC)
         cursor = await self._cursor()
+        reconcile = self._last_reconcile is None or now - self._last_reconcile >= self.reconcile_every
+        # The runs whose every job this sweep accounts for, whatever the cursor: all of them on a
+        # reconcile, else those not seen before. The others' jobs did not change if not listed.
+        checked = waiters if reconcile else [w for w in waiters if w.flow_run_id not in self._seen_runs]
+        listed: set[str] = set()
         ended: dict[str, Job] = {}
         newest = cursor
         async with self.credentials.get_client() as client:
-            since = (cursor - self.overlap) if cursor is not None else now - self.reconcile_every
+            since = self._window_start(cursor, checked, now)
             async for job in client.jobs.list(type="custom", updated_after=since, page_size=100):
                 report.jobs_listed += 1
+                listed.add(job.job_id)
                 updated = parse_time(job.updated_at)
                 if updated is not None and (newest is None or updated > newest):
                     newest = updated
                 if job.status.is_terminal:
                     ended[job.job_id] = job
-            reconcile = self._last_reconcile is None or now - self._last_reconcile >= self.reconcile_every
-            for waiter in waiters:
-                if waiter.flow_run_id in self._seen_runs and not reconcile:
-                    continue
-                for job_id in waiter.job_ids:
-                    if job_id not in ended:
+            # Not listed at all, though the window reaches back to the run's start: the listing
+            # does not show this job (another project's, a clock further off than ``overlap``).
+            # One GET each, so such a run still wakes; normally there are none.
+            for job_id in dict.fromkeys(job_id for waiter in checked for job_id in waiter.job_ids):
+                if job_id not in listed:
+                    report.jobs_read += 1
+                    try:
                         job = await client.jobs.get(job_id)
-                        report.jobs_read += 1
-                        if job.status.is_terminal:
-                            ended[job_id] = job
+                    except NotFoundError:
+                        # Not this project's job (or deleted): it cannot wake the run, and must not
+                        # stop every other run's wake-up. The run's deadline still ends its wait.
+                        logger.warning("Scenario job %s is not found in this project: skipped", job_id)
+                        continue
+                    if job.status.is_terminal:
+                        ended[job_id] = job
             if reconcile:
                 self._last_reconcile = now
         for waiter in waiters:
@@ -191,6 +263,17 @@ class Watcher:
         if newest is not None and newest != cursor:
             await self._save_cursor(newest)
         return report
+
+    def _window_start(self, cursor: datetime | None, checked: list[Waiter], now: datetime) -> datetime:
+        """``overlap`` before the cursor, and before the start of every run in ``checked``."""
+        bounds = [waiter.since for waiter in checked if waiter.since is not None]
+        if cursor is not None:
+            bounds.append(cursor)
+        if not bounds:
+            # Nothing known (no cursor saved yet, runs without a start): a recent window; the
+            # checked runs' jobs it misses are read one by one.
+            return now - self.reconcile_every
+        return min(bounds) - self.overlap
 
     async def wake_job(self, job_id: str) -> SweepReport:
         """Wake the runs waiting on ``job_id`` if it ended (a webhook's hint: the job is read first)."""
@@ -244,14 +327,15 @@ class Watcher:
         while not stop.is_set():
             try:
                 report = await self.sweep()
-                if report.woken or report.expired:
+                if report.woken or report.expired or report.cancelled:
                     logger.info(
-                        "Sweep: %d waiting, %d job(s) listed, %d read, %d resumed, %d expired",
+                        "Sweep: %d waiting, %d job(s) listed, %d read, %d resumed, %d expired, %d cancelled",
                         report.waiting,
                         report.jobs_listed,
                         report.jobs_read,
                         len(report.woken),
                         len(report.expired),
+                        len(report.cancelled),
                     )
             except Exception as exc:  # the next sweep starts from the same cursor
                 logger.warning(

@@ -33,6 +33,7 @@ BENCH_MODULES = [
     "bench.profiling",
     "bench.report",
     "bench.scale",
+    "bench.watcher",
 ]
 
 
@@ -100,7 +101,7 @@ def test_profile_and_dump_summaries_read_py_spy_output(tmp_path: Path) -> None:
 def test_the_cli_lists_the_benchmarks_and_runs_crash_only_when_named() -> None:
     from bench.__main__ import BENCHMARKS, ONLY_WHEN_NAMED, _parser
 
-    assert BENCHMARKS == ("polling", "overhead", "memory", "scale", "crash")
+    assert BENCHMARKS == ("polling", "overhead", "memory", "scale", "watcher", "crash")
     assert "crash" in ONLY_WHEN_NAMED
     assert len(ONLY_WHEN_NAMED) == 1
     args = _parser().parse_args(["polling", "--quick"])

@@ -13,7 +13,9 @@ Each test proves one promise with the processes a user has, killed the way they 
    run with the same inputs adopts the suspended run's job without marking it Crashed;
 4. ``wait="suspend"`` outside a deployment is refused before anything is uploaded;
 5. the opt-in automation (``automations/resume-on-scenario-job.yaml``) resumes a run from the
-   wake-up event alone, with no watcher running.
+   wake-up event alone, with no watcher running;
+6. a suspended run cancelled from the UI (Cancelled at once: no process, no hook) has its job
+   cancelled by the watcher, once, with the outcome in the run's logs.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A clip per test: uploads and jobs are cached by content."""
     folder = tmp_path_factory.mktemp("suspend-media")
     made = {}
-    for name, seed in (("resume", 41), ("wiped", 42), ("killed", 43), ("automation", 44)):
+    for name, seed in (("resume", 41), ("wiped", 42), ("killed", 43), ("automation", 44), ("cancel", 45)):
         made[name] = folder / f"{name}.mp4"
         video.make_sample_clip(
             made[name], seconds=1.0, width=160, height=120, fps=12, moving_objects=1, seed=seed
@@ -308,3 +310,55 @@ def _job_status(stack: Stack, job_id: str) -> str:
 
     response = httpx.get(f"{stack.emulator_base_url}/jobs/{job_id}", auth=("e2e-key", "x"), timeout=10)
     return str(response.json().get("job", {}).get("status"))
+
+
+def test_6_a_suspended_run_cancelled_in_the_ui_has_its_job_cancelled_by_the_watcher(
+    stack: Stack, clips: dict[str, Path], slow_jobs: None
+) -> None:
+    # Scenario refuses to cancel custom jobs; the emulator may allow it, to show the cancel is asked.
+    stack.emulator("POST", "config", {"allow_cancel": True, "job_seconds": 120})
+    try:
+        before = _jobs_created(stack)
+        created = _run_layers(stack, clips["cancel"], stack.root / "suspend-cancel", wait="suspend")
+        suspended = _wait_suspended(stack, created["id"])
+        job_id = suspended["labels"]["scenario.paid.job"]
+        # What the UI's Cancel button sends. The server has no process to stop: Cancelled at once,
+        # and no hook of the flow runs anywhere.
+        answer = stack.api.post(
+            f"/flow_runs/{created['id']}/set_state", {"state": {"type": "CANCELLING", "name": "Cancelling"}}
+        )
+        assert answer["state"]["type"] == "CANCELLED", answer
+        assert _job_status(stack, job_id) not in {"canceled", "success", "failure"}
+
+        watcher = _start_watcher(stack, "watcher-cancel")
+        try:
+            wait_for(
+                "the watcher to cancel the job", lambda: _job_status(stack, job_id) == "canceled" or None, 60
+            )
+            cleared = wait_for(
+                "the run to leave the waiting list",
+                lambda: (
+                    (run := stack.api.flow_run(created["id"]))["tags"].count("scenario-waiting") == 0 and run
+                ),
+                30,
+            )
+        finally:
+            watcher.stop()
+        assert cleared["state_type"] == "CANCELLED"
+        assert _jobs_created(stack) - before == 1
+        logs = stack.api.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [created["id"]]}}})
+        assert any(job_id in log["message"] and "cancel" in log["message"].lower() for log in logs), [
+            log["message"] for log in logs
+        ]
+        # Handled once: a second watcher finds nothing more to do for it.
+        again = _run_script(
+            stack,
+            "import subprocess, sys\n"
+            "sys.exit(subprocess.call([sys.executable, '-m', 'prefect_scenario.cli', 'watch', '--once',"
+            " '--credentials', sys.argv[1]]))\n",
+            CREDENTIALS_BLOCK,
+        )
+        assert again[0] == 0, again[1]
+        assert "jobs of 0 cancelled run(s) cancelled" in again[1], again[1]
+    finally:
+        stack.emulator("POST", "config", {"allow_cancel": False, "job_seconds": SUSPEND_JOB_SECONDS})
