@@ -138,7 +138,7 @@ def _control(root_url: str, method: str, path: str, body: Any = None) -> Any:
     return response.json()
 
 
-async def _bounded(count: int, make: Any) -> list[Any]:
+async def bounded_prefect_writes(count: int, make: Any) -> list[Any]:
     """``make(i)`` for i in 0..count-1, ``SETUP_CONCURRENCY`` at a time, results in order.
 
     A Prefect 503 or 429 is tried again: a busy SQLite server answers 503 "database is locked"
@@ -194,7 +194,7 @@ async def _set_up(args: dict[str, Any], credentials: Any) -> dict[str, Any]:
             )
             return FlowRun.model_validate(response.json())
 
-        runs = await _bounded(jobs, create_run)
+        runs = await bounded_prefect_writes(jobs, create_run)
         job_ids: list[str] = []
         async with credentials.get_client() as scenario:
             body = {"video": args["asset_id"], "separationInstruction": "each object apart", "maxLayers": 1}
@@ -205,7 +205,7 @@ async def _set_up(args: dict[str, Any], credentials: Any) -> dict[str, Any]:
                     submission = await scenario.generate.run(LAYERS, body, reconcile=False)
                     return str(submission.job_id)
 
-                job_ids += await _bounded(count, submit)
+                job_ids += await bounded_prefect_writes(count, submit)
         scope = credentials.cache_scope()
 
         async def suspend(index: int) -> str:
@@ -218,7 +218,7 @@ async def _set_up(args: dict[str, Any], credentials: Any) -> dict[str, Any]:
             )
             return str(result.status.value)
 
-        statuses = await _bounded(jobs, suspend)
+        statuses = await bounded_prefect_writes(jobs, suspend)
         if set(statuses) != {"ACCEPT"}:
             raise RuntimeError(f"not every flow run suspended: {statuses.count('ACCEPT')} of {jobs} did")
         sample = await client.read_flow_run(runs[0].id)

@@ -125,18 +125,8 @@ class Watcher:
     async def waiting_runs(self) -> list[Waiter]:
         """The suspended flow runs of this scope, with what they wait on."""
         from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import (
-            FlowRunFilter,
-            FlowRunFilterState,
-            FlowRunFilterStateType,
-            FlowRunFilterTags,
-        )
-        from prefect.client.schemas.objects import StateType
 
-        flow_filter = FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
-            tags=FlowRunFilterTags(all_=[WAITING_TAG]),
-        )
+        flow_filter = _tagged_waiting("PAUSED")
         waiters: list[Waiter] = []
         async with get_client() as client:
             offset = 0
@@ -163,20 +153,10 @@ class Watcher:
         is billed), then takes the ``scenario-waiting`` tag off the run, so it is done once.
         """
         from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import (
-            FlowRunFilter,
-            FlowRunFilterState,
-            FlowRunFilterStateType,
-            FlowRunFilterTags,
-        )
-        from prefect.client.schemas.objects import StateType
 
         from prefect_scenario.hooks import cancel_remote_jobs
 
-        flow_filter = FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLED])),
-            tags=FlowRunFilterTags(all_=[WAITING_TAG]),
-        )
+        flow_filter = _tagged_waiting("CANCELLED")
         handled: list[str] = []
         async with get_client() as client:
             # One page a sweep: each run handled leaves the filter, the next sweep takes the rest.
@@ -343,6 +323,22 @@ class Watcher:
                 )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval_seconds)
+
+
+def _tagged_waiting(state_type: str) -> Any:
+    """The filter of the flow runs tagged ``scenario-waiting`` in the state ``state_type``."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    return FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType(state_type)])),
+        tags=FlowRunFilterTags(all_=[WAITING_TAG]),
+    )
 
 
 def _emit_wake_event(job: Job, flow_run_id: str) -> None:

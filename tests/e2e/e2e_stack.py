@@ -174,3 +174,20 @@ def _environment(root: Path, api_url: str, workdir: Path, database_url: str) -> 
         }
     )
     return env
+
+
+def start_watcher(stack: Stack, name: str = "watcher", interval_seconds: float = 1.0) -> Process:
+    """``prefect-scenario watch`` on the stack's credentials block, sweeping every ``interval_seconds``."""
+    return stack.start(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "prefect_scenario.cli",
+            "watch",
+            "--credentials",
+            CREDENTIALS_BLOCK,
+            "--interval-seconds",
+            f"{interval_seconds:g}",
+        ],
+    )

@@ -37,9 +37,9 @@ from e2e.e2e_stack import (
     JOB_SECONDS,
     POOL,
     REPO,
-    Process,
     Stack,
     processes_of_flow_run,
+    start_watcher,
 )
 from prefect_scenario import video
 from support.prefect_api import wait_for
@@ -75,22 +75,6 @@ def slow_jobs(stack: Stack) -> Iterator[None]:
     stack.emulator("POST", "config", {"job_seconds": SUSPEND_JOB_SECONDS})
     yield
     stack.emulator("POST", "config", {"job_seconds": JOB_SECONDS})
-
-
-def _start_watcher(stack: Stack, name: str = "watcher") -> Process:
-    return stack.start(
-        name,
-        [
-            sys.executable,
-            "-m",
-            "prefect_scenario.cli",
-            "watch",
-            "--credentials",
-            CREDENTIALS_BLOCK,
-            "--interval-seconds",
-            "1",
-        ],
-    )
 
 
 def _run_layers(stack: Stack, clip: Path, out: Path, **parameters: Any) -> dict[str, Any]:
@@ -137,7 +121,7 @@ def test_1_a_suspended_run_holds_no_process_and_the_watcher_resumes_it(
     assert processes_of_flow_run(created["id"]) == []
     assert stack.api.flow_run(created["id"])["state_type"] == "PAUSED"
 
-    watcher = _start_watcher(stack)
+    watcher = start_watcher(stack)
     try:
         final = stack.api.wait_until_final(created["id"], timeout=180)
     finally:
@@ -177,7 +161,7 @@ def test_2_results_wiped_while_suspended_the_journal_still_finds_the_job(
     assert storage.is_dir()
     shutil.rmtree(storage)
 
-    watcher = _start_watcher(stack)
+    watcher = start_watcher(stack)
     try:
         final = stack.api.wait_until_final(created["id"], timeout=180)
     finally:
@@ -205,7 +189,7 @@ def test_3_watcher_and_worker_killed_while_suspended_nothing_is_bought_twice(
     assert twin_final["labels"]["scenario.job_id"] == job_id
     assert stack.api.flow_run(created["id"])["state_type"] == "PAUSED"
 
-    first_watcher = _start_watcher(stack, "watcher-killed")
+    first_watcher = start_watcher(stack, "watcher-killed")
     worker = next(p for p in stack.processes if p.name.split(":")[0] == "worker" and p.popen.poll() is None)
     os.killpg(worker.popen.pid, signal.SIGKILL)
     worker.popen.wait(10)
@@ -218,7 +202,7 @@ def test_3_watcher_and_worker_killed_while_suspended_nothing_is_bought_twice(
         "worker:e2e-worker-2",
         [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--name", "e2e-worker-2"],
     )
-    watcher = _start_watcher(stack, "watcher-2")
+    watcher = start_watcher(stack, "watcher-2")
     try:
         final = stack.api.wait_until_final(created["id"], timeout=240)
     finally:
@@ -330,7 +314,7 @@ def test_6_a_suspended_run_cancelled_in_the_ui_has_its_job_cancelled_by_the_watc
         assert answer["state"]["type"] == "CANCELLED", answer
         assert _job_status(stack, job_id) not in {"canceled", "success", "failure"}
 
-        watcher = _start_watcher(stack, "watcher-cancel")
+        watcher = start_watcher(stack, "watcher-cancel")
         try:
             wait_for(
                 "the watcher to cancel the job", lambda: _job_status(stack, job_id) == "canceled" or None, 60

@@ -29,7 +29,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from e2e.e2e_stack import CREDENTIALS_BLOCK, JOB_SECONDS, Process, Stack
+from e2e.e2e_stack import CREDENTIALS_BLOCK, JOB_SECONDS, Process, Stack, start_watcher
 from prefect_scenario import video
 from prefect_scenario.webhooks.signatures import StandardWebhooks
 from support.net import free_port
@@ -141,26 +141,10 @@ def receiver(stack: Stack) -> Iterator[Receiver]:
 @pytest.fixture
 def idle_watcher(stack: Stack) -> Iterator[Process]:
     """A watcher that sweeps once as it starts, then not for ten minutes."""
-    process = _start_watcher(stack, "watcher-idle", IDLE_SWEEP_SECONDS)
+    process = start_watcher(stack, "watcher-idle", IDLE_SWEEP_SECONDS)
     wait_for("the idle watcher", lambda: "Watching the suspended" in process.log.read_text() or None, 60)
     yield process
     process.stop()
-
-
-def _start_watcher(stack: Stack, name: str, interval: float) -> Process:
-    return stack.start(
-        name,
-        [
-            sys.executable,
-            "-m",
-            "prefect_scenario.cli",
-            "watch",
-            "--credentials",
-            CREDENTIALS_BLOCK,
-            "--interval-seconds",
-            str(interval),
-        ],
-    )
 
 
 def _project_id(stack: Stack) -> str:
@@ -295,7 +279,7 @@ def test_2_forged_stale_and_malformed_deliveries_wake_nothing_and_the_sweep_catc
     assert stack.api.flow_run(flow_run_id)["state_type"] == "PAUSED"
     assert f"job {job_id}: accepted" not in receiver.log()
 
-    sweeper = _start_watcher(stack, "watcher-sweeping", 1)
+    sweeper = start_watcher(stack, "watcher-sweeping", 1)
     started = time.monotonic()
     try:
         final = stack.api.wait_until_final(flow_run_id, timeout=180)

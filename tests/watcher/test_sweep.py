@@ -23,6 +23,7 @@ from uuid import UUID
 
 import pytest
 
+from bench.watcher import bounded_prefect_writes
 from prefect_scenario import video
 from prefect_scenario.blocks import ScenarioCredentials
 from prefect_scenario.client.policies import parse_time
@@ -44,8 +45,6 @@ LIST_ROUTE = "GET /v1/jobs"
 GET_ROUTE = "GET /v1/jobs/{jobId}"
 IN_FLIGHT = 250
 LONG_JOB_SECONDS = 3600.0
-# Creating hundreds of runs: overlap the round trips, not so many that SQLite refuses.
-CONCURRENCY = 8
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +96,7 @@ class WaitingRuns:
                 )
                 return UUID(response.json()["id"])
 
-            made = await _bounded(count, one)
+            made = await bounded_prefect_writes(count, one)
         self.ids += made
         return made
 
@@ -120,7 +119,7 @@ class WaitingRuns:
                 )
                 assert result.status.value == "ACCEPT", result.details
 
-            await _bounded(len(run_ids), one)
+            await bounded_prefect_writes(len(run_ids), one)
 
     async def state_type(self, run_id: UUID) -> str:
         from prefect.client.orchestration import get_client
@@ -142,28 +141,8 @@ async def runs() -> AsyncIterator[WaitingRuns]:
     made = WaitingRuns(deployment_id, flow_id)
     yield made
     async with get_client() as client:
-        await _bounded(len(made.ids), lambda index: client.delete_flow_run(made.ids[index]))
+        await bounded_prefect_writes(len(made.ids), lambda index: client.delete_flow_run(made.ids[index]))
         await client.delete_deployment(deployment_id)
-
-
-async def _bounded(count: int, make: Any) -> list[Any]:
-    """``make(i)`` for i in 0..count-1, a few at a time; a Prefect 503 or 429 (a busy SQLite
-    server rolled the write back) is tried again."""
-    from prefect.exceptions import PrefectHTTPStatusError
-
-    gate = asyncio.Semaphore(CONCURRENCY)
-
-    async def one(index: int) -> Any:
-        async with gate:
-            for attempt in range(8):
-                try:
-                    return await make(index)
-                except PrefectHTTPStatusError as exc:
-                    if exc.response.status_code not in (429, 503) or attempt == 7:
-                        raise
-                await asyncio.sleep(0.25 * 2**attempt)
-
-    return list(await asyncio.gather(*(one(index) for index in range(count))))
 
 
 async def _submit(credentials: ScenarioCredentials, asset_id: str, count: int = 1) -> list[str]:
@@ -172,7 +151,7 @@ async def _submit(credentials: ScenarioCredentials, asset_id: str, count: int = 
         async def one(_: int) -> str:
             return (await client.generate.run(LAYERS, layers_body(asset_id), reconcile=False)).job_id
 
-        return await _bounded(count, one)
+        return await bounded_prefect_writes(count, one)
 
 
 async def _measured(live_emulator: Any, watcher: Watcher) -> tuple[SweepReport, dict[str, int]]:
