@@ -87,13 +87,16 @@ class Stack:
     processes: list[Process] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
-    def start(self, name: str, args: list[str], cwd: Path | None = None) -> Process:
+    def start(
+        self, name: str, args: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> Process:
+        """Start a process of the stack (``env``: settings over the stack's own)."""
         log = self.root / f"{name}.log"
         handle = log.open("wb")
         popen = subprocess.Popen(
             args,
             cwd=cwd or self.workdir,
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
