@@ -206,12 +206,17 @@ def _completed_deliveries(stack: Stack, receiver: Receiver, fault: str) -> list[
     ]
 
 
+def _suspend_with_a_delivery_fault(stack: Stack, fault: str, tmp_path: Path, seed: int) -> tuple[str, str]:
+    """The next ``generation.completed`` delivery meets ``fault``; a layers run suspended on its job."""
+    stack.emulator("POST", "webhooks/faults", [{"kind": fault, "event_type": "generation.completed"}])
+    return _suspend_a_layers_run(stack, _clip(tmp_path, seed), tmp_path / "out")
+
+
 def test_1_a_delivery_wakes_the_run_before_any_sweep_and_a_duplicate_wakes_it_once(
     stack: Stack, receiver: Receiver, idle_watcher: Process, tmp_path: Path
 ) -> None:
-    stack.emulator("POST", "webhooks/faults", [{"kind": "duplicate", "event_type": "generation.completed"}])
     before = _jobs_created(stack)
-    flow_run_id, job_id = _suspend_a_layers_run(stack, _clip(tmp_path, 61), tmp_path / "out")
+    flow_run_id, job_id = _suspend_with_a_delivery_fault(stack, "duplicate", tmp_path, seed=61)
     suspended_at = time.monotonic()
 
     final = stack.api.wait_until_final(flow_run_id, timeout=180)
@@ -242,9 +247,8 @@ def test_1_a_delivery_wakes_the_run_before_any_sweep_and_a_duplicate_wakes_it_on
 def test_2_forged_stale_and_malformed_deliveries_wake_nothing_and_the_sweep_catches_a_dropped_one(
     stack: Stack, receiver: Receiver, idle_watcher: Process, tmp_path: Path
 ) -> None:
-    stack.emulator("POST", "webhooks/faults", [{"kind": "drop", "event_type": "generation.completed"}])
     before = _jobs_created(stack)
-    flow_run_id, job_id = _suspend_a_layers_run(stack, _clip(tmp_path, 62), tmp_path / "out")
+    flow_run_id, job_id = _suspend_with_a_delivery_fault(stack, "drop", tmp_path, seed=62)
 
     def ended() -> dict[str, Any] | None:
         job = _job(stack, job_id)
