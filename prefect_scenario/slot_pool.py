@@ -18,8 +18,12 @@ from dataclasses import dataclass, field
 
 from prefect_scenario.concurrency import SLOT_LEASE_SECONDS, job_slot, say_what_the_wait_is_for
 
-# How long a batch may pass its slots from clip to clip before giving them back to the limit.
+# How long a batch may pass its slots from clip to clip before giving them back to the limit: at
+# least this long, and longer for long jobs (a block lives for about this many of its longest job,
+# up to the cap), so that a block of 6-minute jobs is not given back after each job's length.
 SLOT_HANDOVER_SECONDS = 60.0
+SLOT_HANDOVER_JOBS = 3.0
+SLOT_HANDOVER_MAX_SECONDS = 1800.0
 # How often a pool looks again at a full limit (first, at most; then as soon as it gives a block back).
 # Looking is a read; asking is a write on the server each time, so the pool only asks when it saw room.
 SLOT_FULL_POLL_SECONDS = (1.0, 10.0)
@@ -67,17 +71,22 @@ class SlotPool:
     Rule for a block's lanes (it goes back to the limit whole, so these keep idle slots bounded and
     give other flow runs on the same limit their turn):
 
-    1. While the block is **fresh** (acquired less than ``handover_seconds`` ago), a lane given back
-       goes to the next waiting clip; with none waiting it stays idle, and the next clip to come
-       takes it before any new acquisition.
+    1. While the block is **fresh**, a lane given back goes to the next waiting clip; with none
+       waiting it stays idle, and the next clip to come takes it before any new acquisition. A block
+       is fresh for its **handover window**: ``handover_seconds``, or ``handover_jobs`` times the
+       longest job the pool has seen so far if that is longer (at most ``handover_max_seconds``).
     2. Once the block is **stale**, no clip starts on it: a lane given back stays idle until the
        block's last job ends. Reusing them would keep the block as long as clips keep waiting, and
        no other run would get a slot before the batch's end.
     3. A block none of whose lanes is in use goes back to the limit at once, fresh or stale.
 
-    So a block is back at most ``handover_seconds`` plus its longest job after it was acquired (the
-    bound a single slot had), and its idle slots are held only while one of its jobs runs. Blocks
-    mostly come at a batch's start; clips that come one by one get one slot each, as before.
+    So a block is back at most its window plus its longest job after it was acquired, and its idle
+    slots are held only while one of its jobs runs. The window grows with the jobs because a stale
+    block's lanes idle until its slowest job ends: with a fixed 60 s, a block of 6-minute jobs would
+    go stale before its first job ended, and a batch would advance in waves, each waiting for its
+    slowest job (the spread of job times lost once per job length). Over three job lengths that loss
+    comes once per three jobs. Blocks mostly come at a batch's start; clips that come one by one get
+    one slot each, as before.
 
     At most ``size`` slots are held or asked for at once: the batch's clips queue here, not by
     polling the server. With ``name`` None there is no limit on the server: ``size`` (if any) bounds
@@ -91,11 +100,20 @@ class SlotPool:
     """
 
     def __init__(
-        self, name: str | None, size: int | None, *, handover_seconds: float = SLOT_HANDOVER_SECONDS
+        self,
+        name: str | None,
+        size: int | None,
+        *,
+        handover_seconds: float = SLOT_HANDOVER_SECONDS,
+        handover_jobs: float = SLOT_HANDOVER_JOBS,
+        handover_max_seconds: float = SLOT_HANDOVER_MAX_SECONDS,
     ) -> None:
         self.name = name
         self.size = size
         self.handover_seconds = handover_seconds
+        self.handover_jobs = handover_jobs
+        self.handover_max_seconds = handover_max_seconds
+        self.longest_job_seconds = 0.0  # the longest a clip held its lane, for the handover window
         self.acquisitions = 0
         self.acquisition_calls = 0
         self.handovers = 0
@@ -152,9 +170,12 @@ class SlotPool:
                 yield
             return
         block = await self._take()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             yield
         finally:
+            self.longest_job_seconds = max(self.longest_job_seconds, loop.time() - started)
             self._give_back(block)
 
     async def _take(self) -> _Block:
@@ -182,9 +203,14 @@ class SlotPool:
             self.handovers += 1
         return block
 
+    def handover_window(self) -> float:
+        """How long a block's lanes pass from clip to clip (rule 1), by the jobs seen so far."""
+        by_jobs = min(self.handover_jobs * self.longest_job_seconds, self.handover_max_seconds)
+        return max(self.handover_seconds, by_jobs)
+
     def _fresh(self, block: _Block) -> bool:
         age = asyncio.get_running_loop().time() - block.acquired_at
-        return block.held and not block.ended and age < self.handover_seconds
+        return block.held and not block.ended and age < self.handover_window()
 
     def _idle_block(self) -> _Block | None:
         """A fresh block with an idle lane; the busiest, so that the others drain sooner."""
@@ -405,4 +431,10 @@ def _retry_after(exc: BaseException) -> float | None:
         return 1.0
 
 
-__all__ = ["SLOT_FULL_POLL_SECONDS", "SLOT_HANDOVER_SECONDS", "SlotPool"]
+__all__ = [
+    "SLOT_FULL_POLL_SECONDS",
+    "SLOT_HANDOVER_JOBS",
+    "SLOT_HANDOVER_MAX_SECONDS",
+    "SLOT_HANDOVER_SECONDS",
+    "SlotPool",
+]

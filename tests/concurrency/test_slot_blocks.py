@@ -313,3 +313,49 @@ async def test_a_pool_granted_less_than_it_wanted_looks_before_it_asks_again(ask
             assert jobs.most == 1
             assert asks.sent == [1]  # the one slot the limit had, and no ask refused after it
     assert await _active_slots(limit) == 0
+
+
+@pytest.mark.parametrize("handover_jobs", [3.0, 0.0], ids=["window-grows-with-jobs", "fixed-window"])
+async def test_jobs_longer_than_the_handover_time_keep_their_lanes_busy(
+    asks: Asks, handover_jobs: float
+) -> None:
+    """Jobs of 0.4-1.2 s on two lanes with a 0.1 s handover time, as 6-minute jobs meet the 60 s.
+
+    A lane given back must go to the next clip at once, not idle until the block's slowest job ends.
+    With the window fixed at ``handover_seconds`` (``handover_jobs=0``, the earlier rule), the block
+    is stale before its first job ends: the short job's lane idles while the long one runs, and the
+    third clip starts only when the long job ended.
+    """
+    limit = await _new_limit(2)
+    starts: dict[int, float] = {}
+    ends: dict[int, float] = {}
+    seconds = [0.4, 1.2, 0.4, 0.4]
+
+    async with SlotPool(limit, 2, handover_seconds=0.1, handover_jobs=handover_jobs) as pool:
+
+        async def clip(index: int) -> None:
+            async with pool.slot():
+                starts[index] = time.monotonic()
+                await asyncio.sleep(seconds[index])
+                ends[index] = time.monotonic()
+
+        await clip_pair_then_two(clip)
+
+    assert await _active_slots(limit) == 0
+    third_started_after_short_end = starts[2] - ends[0]
+    if handover_jobs:
+        assert asks.sent == [2]  # the two later clips got the short job's lane handed over
+        assert pool.handovers == 2
+        assert third_started_after_short_end < 0.3, (starts, ends)
+        assert starts[2] < ends[1]  # the third clip ran while the long job still did
+    else:
+        assert pool.handovers == 0
+        assert starts[2] >= ends[1]  # the wave: the short job's lane idled until the long job ended
+
+
+async def clip_pair_then_two(clip: Callable[[int], Awaitable[None]]) -> None:
+    """Clips 0 and 1 ask first (one block of two), clips 2 and 3 a moment later."""
+    first = [asyncio.create_task(clip(0)), asyncio.create_task(clip(1))]
+    await asyncio.sleep(0.05)
+    later = [asyncio.create_task(clip(2)), asyncio.create_task(clip(3))]
+    await asyncio.wait_for(asyncio.gather(*first, *later), timeout=60)

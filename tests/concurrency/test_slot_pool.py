@@ -61,7 +61,7 @@ async def test_slots_pass_from_clip_to_clip_within_the_limit(limit: str) -> None
 
 
 async def test_a_slot_held_past_the_handover_time_goes_back_to_the_limit(limit: str) -> None:
-    async with SlotPool(limit, 2, handover_seconds=0.0) as pool:
+    async with SlotPool(limit, 2, handover_seconds=0.0, handover_jobs=0.0) as pool:
         jobs = Jobs(pool)
         await asyncio.gather(*(jobs.one(0.05) for _ in range(5)))
     assert jobs.most == 2
