@@ -25,6 +25,7 @@ from prefect.logging import get_run_logger
 
 from prefect_scenario.blocks import ScenarioCredentials
 from prefect_scenario.budget import check_budget
+from prefect_scenario.clip_source import ClipSource
 from prefect_scenario.flows._arguments import RunChoices, options_from
 from prefect_scenario.flows._job import JobRunner
 from prefect_scenario.flows._stopwatch import Stopwatch
@@ -37,6 +38,7 @@ from prefect_scenario.flows.reporting import (
 )
 from prefect_scenario.flows.result import ESTIMATED, ScenarioRunResult
 from prefect_scenario.formatting import format_units
+from prefect_scenario.video import VideoProbe
 from prefect_scenario.waiting import WaitMode
 
 T = TypeVar("T")
@@ -44,6 +46,24 @@ T = TypeVar("T")
 # A look at a run's stored outputs before it is reported (layer previews, a PSNR figure): it returns
 # the result with what it added, and the preview picture when it made one.
 Review = Callable[[ScenarioRunResult], Awaitable[tuple[ScenarioRunResult, Preview | None]]]
+
+
+def log_clip_checked(clip: ClipSource, probe: VideoProbe | None, also: str = "") -> None:
+    """Log what the local check of a flow's clip found; ``also`` adds the model's own inputs.
+
+    An asset id is not probed here (``probe`` is None): the API checks it at submit.
+    """
+    if probe is None:
+        return
+    get_run_logger().info(
+        "Clip %s checked: %.1f s, %dx%d, %s bytes%s",
+        clip.file_name,
+        probe.duration_seconds,
+        probe.width,
+        probe.height,
+        probe.size_bytes,
+        also,
+    )
 
 
 def storage_slug(storage: WritableFileSystem | None) -> str | None:

@@ -8,6 +8,7 @@ import textwrap
 import types
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from string import Template
 from typing import Any, ParamSpec, TypeVar
 
@@ -82,6 +83,18 @@ SHARED_HELP: dict[str, str] = {
         "Only check, upload (free) and estimate every clip, with the budget's plan; submit nothing."
     ),
 }
+
+
+def clip_run_name(prefix: str) -> Callable[[], str]:
+    """A single-clip flow's run name: ``prefix`` and the file name of its ``video`` parameter."""
+
+    def name() -> str:
+        from prefect.runtime import flow_run
+
+        video = str(flow_run.parameters.get("video", ""))
+        return f"{prefix}-{Path(video).name or video}"[:100]
+
+    return name
 
 
 def scenario_flow(

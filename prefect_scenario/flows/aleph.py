@@ -27,11 +27,12 @@ from prefect_scenario.flows._arguments import options_from
 from prefect_scenario.flows._common import (
     GenerationOptions,
     GenerationRequest,
+    log_clip_checked,
     report_run,
     run_generation,
     storage_slug,
 )
-from prefect_scenario.flows._flow import scenario_flow
+from prefect_scenario.flows._flow import clip_run_name, scenario_flow
 from prefect_scenario.flows._job import ceiling_aware_submit
 from prefect_scenario.flows._stopwatch import Stopwatch
 from prefect_scenario.flows._suspend import check_wait_mode
@@ -62,13 +63,6 @@ from prefect_scenario.validation import (
 from prefect_scenario.waiting import WaitMode
 
 FLOW_NAME = "aleph-edit"
-
-
-def _run_name() -> str:
-    from prefect.runtime import flow_run
-
-    video = str(flow_run.parameters.get("video", ""))
-    return f"aleph-{Path(video).name or video}"[:100]
 
 
 async def _upload_references(
@@ -256,7 +250,7 @@ async def edit_in_chunks(
 
 @scenario_flow(
     FLOW_NAME,
-    run_name=_run_name,
+    run_name=clip_run_name("aleph"),
     description=(
         "Rewrite the look of a video from a prompt with Runway Aleph 2 (motion and structure kept), "
         "optionally guided by reference images, and store the edit with its sha256. A clip over 30 s "
@@ -346,7 +340,6 @@ async def aleph_edit(
         ```
     """
     clock = Stopwatch()
-    logger = get_run_logger()
     wait_mode = check_wait_mode(wait)
     keyframes = list(keyframes or [])
     prompt_images = list(prompt_images or [])
@@ -373,17 +366,7 @@ async def aleph_edit(
                 else "as_is"
             )
         creds = await resolve_credentials(credentials)
-        if probe is not None:
-            logger.info(
-                "Clip %s checked: %.1f s, %dx%d, %s bytes; %d keyframe(s), %d prompt image(s)",
-                clip.file_name,
-                probe.duration_seconds,
-                probe.width,
-                probe.height,
-                probe.size_bytes,
-                len(keyframes),
-                len(prompt_images),
-            )
+        log_clip_checked(clip, probe, f"; {len(keyframes)} keyframe(s), {len(prompt_images)} prompt image(s)")
         # Without a seed the user asked for a fresh random result: reusing an earlier job would
         # silently hand back the same one. With a seed, the same inputs mean the same edit.
         reuse = seed is not None

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from pathlib import Path
 
 from prefect.filesystems import WritableFileSystem
-from prefect.logging import get_run_logger
 
 from prefect_scenario.blocks import ScenarioCredentials, resolve_credentials
 from prefect_scenario.clip_source import ClipSource, SourceStorage
 from prefect_scenario.flows._arguments import options_from
-from prefect_scenario.flows._common import GenerationOptions, GenerationRequest, run_generation
-from prefect_scenario.flows._flow import scenario_flow
+from prefect_scenario.flows._common import (
+    GenerationOptions,
+    GenerationRequest,
+    log_clip_checked,
+    run_generation,
+)
+from prefect_scenario.flows._flow import clip_run_name, scenario_flow
 from prefect_scenario.flows._stopwatch import Stopwatch
 from prefect_scenario.flows._suspend import check_wait_mode
 from prefect_scenario.flows.layers_review import Preview, review_layers
@@ -28,16 +31,9 @@ from prefect_scenario.waiting import WaitMode
 FLOW_NAME = "video-to-layers"
 
 
-def _run_name() -> str:
-    from prefect.runtime import flow_run
-
-    video = str(flow_run.parameters.get("video", ""))
-    return f"layers-{Path(video).name or video}"[:100]
-
-
 @scenario_flow(
     FLOW_NAME,
-    run_name=_run_name,
+    run_name=clip_run_name("layers"),
     description=(
         "Split a video into transparent layers (the moving foreground objects and the background) "
         "with Scenario's Video to Layers model, and store every layer with its sha256, beside a "
@@ -100,7 +96,6 @@ async def video_to_layers(
         ```
     """
     clock = Stopwatch()
-    logger = get_run_logger()
     wait_mode = check_wait_mode(wait)
     source_storage = await load_source_storage(video_storage)
     destination_storage = await load_destination_storage(destination_storage)
@@ -111,15 +106,7 @@ async def video_to_layers(
             local = await stack.enter_async_context(clip.local_copy())
             probe = await asyncio.to_thread(validate_layers_inputs, local, separation_instruction, max_layers)
         creds = await resolve_credentials(credentials)
-        if probe is not None:
-            logger.info(
-                "Clip %s checked: %.1f s, %dx%d, %s bytes",
-                clip.file_name,
-                probe.duration_seconds,
-                probe.width,
-                probe.height,
-                probe.size_bytes,
-            )
+        log_clip_checked(clip, probe)
         with clock.phase("upload"):
             asset_id = clip.asset_id or await ensure_uploaded(upload_video, str(local), credentials=creds)
         body = VideoLayersInput(

@@ -5,7 +5,7 @@ the emulator through it; see the package README.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -20,6 +20,8 @@ from prefect_scenario.emulator.service.webhooks.faults import WebhookFaultRule
 
 router = APIRouter(prefix=CONTROL_PREFIX, include_in_schema=False)
 
+_RuleT = TypeVar("_RuleT", FaultRule, WebhookFaultRule)
+
 
 async def _json(request: Request) -> Any:
     raw = await request.body()
@@ -29,6 +31,16 @@ async def _json(request: Request) -> Any:
         return await request.json()
     except ValueError as exc:
         raise bad_request(f"The request body is not valid JSON: {exc}") from exc
+
+
+async def _rules_from(request: Request, model: type[_RuleT], what: str) -> list[_RuleT]:
+    """The rules a POST sends, as ``model``: a JSON list of them, or one rule alone."""
+    body = await _json(request)
+    items = body if isinstance(body, list) else [body]
+    try:
+        return [model.model_validate(item) for item in items]
+    except ValidationError as exc:
+        raise bad_request(f"Invalid {what}: {exc}") from exc
 
 
 def _faults_view(rules: list[FaultRule] | list[WebhookFaultRule]) -> list[dict[str, Any]]:
@@ -98,12 +110,7 @@ async def list_faults(request: Request) -> JSONResponse:
 @router.post("/faults")
 async def add_faults(request: Request) -> JSONResponse:
     """Append fault rules: a JSON list of ``{"route", "kind", "count", ...}`` (or one rule)."""
-    body = await _json(request)
-    items = body if isinstance(body, list) else [body]
-    try:
-        rules = [FaultRule.model_validate(item) for item in items]
-    except ValidationError as exc:
-        raise bad_request(f"Invalid fault rule: {exc}") from exc
+    rules = await _rules_from(request, FaultRule, "fault rule")
     return JSONResponse(_faults_view(get_state(request).add_faults(rules)))
 
 
@@ -123,12 +130,7 @@ async def list_webhook_faults(request: Request) -> JSONResponse:
 @router.post("/webhooks/faults")
 async def add_webhook_faults(request: Request) -> JSONResponse:
     """Append delivery fault rules: a JSON list of ``{"kind", "count", "event_type", ...}`` (or one)."""
-    body = await _json(request)
-    items = body if isinstance(body, list) else [body]
-    try:
-        rules = [WebhookFaultRule.model_validate(item) for item in items]
-    except ValidationError as exc:
-        raise bad_request(f"Invalid webhook fault rule: {exc}") from exc
+    rules = await _rules_from(request, WebhookFaultRule, "webhook fault rule")
     if any(rule.id is not None for rule in rules):
         raise bad_request("A webhook fault rule's id is given by the emulator", field="id")
     return JSONResponse(_faults_view(get_state(request).webhooks.add_faults(rules)))
