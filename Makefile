@@ -36,11 +36,12 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# Two pytest-xdist workers (CI has 2 cores); the end-to-end tests stay together on one of them
-# (tests/conftest.py). PYTEST_WORKERS=0 runs everything in one process.
+# Two pytest-xdist workers (CI has 2 cores); the end-to-end modules that share a stack run in two
+# groups, one worker each (tests/conftest.py). PYTEST_WORKERS=0 runs everything in one process. The
+# slowest tests are listed at the end, to see where CI's time goes.
 PYTEST_WORKERS ?= 2
 unit: $(STAMP)
-	$(BIN)/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadgroup --durations=25
 
 ## bench: benchmarks (not tests); writes bench/results/*.json and *.md
 bench: $(STAMP)

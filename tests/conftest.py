@@ -45,15 +45,46 @@ pytest_plugins = ["support.sample_media"]
 _SESSION_DIR = Path(os.environ["PREFECT_SCENARIO_TEST_DIR"])
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The end-to-end tests go to one pytest-xdist worker together (``make test`` runs two).
+# The end-to-end modules that use the shared stack, in two groups for pytest-xdist (``make test`` runs
+# two workers): each group runs on one worker, with one stack (PostgreSQL, a Prefect server, workers,
+# the emulator) per worker that runs any. The fan-out and shared-results modules replace the stack's
+# worker with workers of their own and last the longest: a group of their own, so the two halves of
+# the end-to-end suite run side by side. Every other test (the other e2e modules start what they need
+# themselves) goes to whichever worker is free.
+_E2E_GROUPS = {
+    "tests/e2e/test_fan_out.py": "e2e-workers",
+    "tests/e2e/test_shared_results.py": "e2e-workers",
+    "tests/e2e/test_deployments.py": "e2e-stack",
+    "tests/e2e/test_suspend.py": "e2e-stack",
+    "tests/e2e/test_webhooks_e2e.py": "e2e-stack",
+}
 
-    They share one stack per package (PostgreSQL, a Prefect server, workers, the emulator); spread
-    over both workers, each would start its own and both cores would run two stacks at once.
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` with the groups of ``_E2E_GROUPS``, read from the test's module path.
+
+    Not ``xdist_group`` marks: pytest-xdist 3.8 groups by suffixing ``item._nodeid``, which pytest 9
+    no longer reads (a node id is ``item._id`` there), so marked tests were spread over both workers
+    and each started a stack of its own.
     """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class E2EGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _E2E_GROUPS.get(nodeid.split("::", 1)[0], nodeid)
+
+    return E2EGroupScheduling(config, log)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """An e2e module that uses the shared stack must be in a group, or its tests would each start one."""
     for item in items:
-        if "e2e" in item.path.parts:
-            item.add_marker(pytest.mark.xdist_group("e2e"))
+        module = item.nodeid.split("::", 1)[0]
+        uses_stack = "stack" in getattr(item, "fixturenames", ())
+        if "e2e" in item.path.parts and module not in _E2E_GROUPS and uses_stack:
+            raise pytest.UsageError(f"{module} uses the e2e stack: add it to _E2E_GROUPS in {__file__}")
 
 
 @pytest.fixture
