@@ -1,8 +1,9 @@
 """``python -m bench [BENCHMARK ...] [--quick] [--runs N] [--profile] [--out DIR]``.
 
-Benchmarks: ``polling``, ``overhead``, ``memory``, ``scale``, ``watcher`` (default: all five, in that
-order), and ``crash`` (kill -9 at every phase, a killed batch, a fault soak: ``make soak``; only when
-named).
+Benchmarks: ``polling``, ``overhead``, ``memory``, ``scale``, ``watcher``, ``fleet`` (default: all six,
+in that order; ``fleet`` starts Prefect servers of its own, on SQLite and on PostgreSQL, after the
+shared one is stopped), and ``crash`` (kill -9 at every phase, a killed batch, a fault soak:
+``make soak``; only when named).
 Writes ``<out>/latest.json`` and ``<out>/latest.md`` (``quick.json`` / ``quick.md`` with ``--quick``,
 so a smoke run never overwrites real figures). Running a subset keeps the other benchmarks' last
 results in the report, each with its own date.
@@ -24,8 +25,11 @@ from typing import Any
 from bench import report
 from bench._common import RESULTS_DIR, load_average, machine_facts, write_json
 
-BENCHMARKS = ("polling", "overhead", "memory", "scale", "watcher", "crash")
+BENCHMARKS = ("polling", "overhead", "memory", "scale", "watcher", "fleet", "crash")
 NEEDS_PREFECT = {"overhead", "memory", "scale", "watcher", "crash"}
+# Start servers of their own (SQLite and PostgreSQL side by side): run once the shared one is stopped,
+# so no idle third server competes with them for the CPUs.
+OWN_SERVERS = {"fleet"}
 # Run only when named: it measures safety, not speed, and takes as long as the others together.
 ONLY_WHEN_NAMED = {"crash"}
 
@@ -49,6 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--scale-deadline", type=float, default=None, help="seconds a scale flow run may take (default 480)"
+    )
+    parser.add_argument(
+        "--fleet-clips", type=int, default=None, help="clips of the fleet benchmark's batches (default 30)"
     )
     parser.add_argument("--profile", action="store_true", help="also record py-spy profiles (extra runs)")
     parser.add_argument(
@@ -117,32 +124,41 @@ def main(argv: list[str] | None = None) -> int:
         document["history"] = [*previous.get("history", []), earlier][-5:]
     print(f"bench: {', '.join(chosen)}{' (quick)' if args.quick else ''}; logs in {log_dir}", flush=True)
     failures = 0
-    with _prefect_server(bool(NEEDS_PREFECT.intersection(chosen)), log_dir, args.database) as prefect:
+
+    def one(name: str, prefect: Any) -> None:
+        nonlocal failures
+        print(f"== {name}", flush=True)
+        began = time.monotonic()
+        load_before = load_average()
+        try:
+            section = _run(name, args, prefect, log_dir, profile_dir)
+        except Exception as exc:  # one broken benchmark must not lose the others' figures
+            failures += 1
+            section = {"error": f"{type(exc).__name__}: {exc}"}
+            print(f"   FAILED: {section['error']}", flush=True)
+        section["ran_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+        section["seconds"] = round(time.monotonic() - began, 1)
+        section["load_average_before"] = load_before
+        section["load_average_after"] = load_average()
+        document["benchmarks"][name] = section
+        print(f"   done in {section['seconds']} s", flush=True)
+        document["total_seconds"] = round(time.monotonic() - started, 1)
+        write_json(json_path, document)
+        md_path.write_text(report.render(document))
+
+    shared = [name for name in chosen if name not in OWN_SERVERS]
+    with _prefect_server(bool(NEEDS_PREFECT.intersection(shared)), log_dir, args.database) as prefect:
         if prefect is not None:
             document["prefect_server"] = {
                 "url": prefect.url,
                 "startup_seconds": prefect.extra.get("startup_seconds"),
                 "database": args.database,
             }
-        for name in chosen:
-            print(f"== {name}", flush=True)
-            began = time.monotonic()
-            load_before = load_average()
-            try:
-                section = _run(name, args, prefect, log_dir, profile_dir)
-            except Exception as exc:  # one broken benchmark must not lose the others' figures
-                failures += 1
-                section = {"error": f"{type(exc).__name__}: {exc}"}
-                print(f"   FAILED: {section['error']}", flush=True)
-            section["ran_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-            section["seconds"] = round(time.monotonic() - began, 1)
-            section["load_average_before"] = load_before
-            section["load_average_after"] = load_average()
-            document["benchmarks"][name] = section
-            print(f"   done in {section['seconds']} s", flush=True)
-            document["total_seconds"] = round(time.monotonic() - started, 1)
-            write_json(json_path, document)
-            md_path.write_text(report.render(document))
+        for name in shared:
+            one(name, prefect)
+    for name in chosen:
+        if name in OWN_SERVERS:
+            one(name, None)
     document["total_seconds"] = round(time.monotonic() - started, 1)
     write_json(json_path, document)
     md_path.write_text(report.render(document))
@@ -178,6 +194,12 @@ def _run(
         from bench import crash
 
         return crash.run(prefect=prefect, log_dir=log_dir, quick=args.quick)
+    if name == "fleet":
+        from bench import fleet
+
+        return fleet.run(
+            log_dir=log_dir, quick=args.quick, runs=args.runs, jobs=args.jobs, clips=args.fleet_clips
+        )
     if name == "watcher":
         from bench import watcher
 

@@ -205,6 +205,9 @@ def prefect_server(*, log_dir: Path, database: str = "sqlite") -> Iterator[Servi
             raise ValueError(f"database {database!r}: choose sqlite or postgresql")
         service = stack.enter_context(_prefect_server_process(home, client_env, child_env(settings), log_dir))
         service.extra["database"] = database
+        if database == "postgresql":
+            # Where the PostgreSQL server lives (``?host=<its data directory>``), to read its CPU.
+            service.extra["database_url"] = settings["PREFECT_SERVER_DATABASE_CONNECTION_URL"]
         yield service
 
 

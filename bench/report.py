@@ -9,6 +9,7 @@ from typing import Any
 from bench._common import human_bytes
 
 TARGET_WATCHER_PER_100 = 1.0
+TITLES = {"fleet": "Fleet: SQLite and PostgreSQL side by side, a batch over 1, 2 and 3 workers"}
 
 
 def _fmt(value: Any, digits: int = 2, suffix: str = "") -> str:
@@ -45,7 +46,7 @@ def render(document: dict[str, Any]) -> str:
         f"* Python {machine.get('python')}; prefect {versions.get('prefect')}, prefect-aws {versions.get('prefect-aws')}, "
         f"httpx {versions.get('httpx')}, scenario-sdk {versions.get('scenario-sdk')}, uvicorn {versions.get('uvicorn')}, "
         f"moto {versions.get('moto')}",
-        f"* Prefect server database: {(document.get('prefect_server') or {}).get('database', 'sqlite')}",
+        f"* Prefect server database: {_shared_server(document)}",
         "",
         *_history(document),
         "Every figure is a median over runs; ratios are to a baseline measured in the same run. "
@@ -60,12 +61,13 @@ def render(document: dict[str, Any]) -> str:
         ("memory", _memory),
         ("scale", _scale),
         ("watcher", _watcher),
+        ("fleet", _fleet),
         ("crash", _crash),
     ):
         section = benchmarks.get(name)
         if section is None:
             continue
-        lines += [f"## {name.capitalize()}", ""]
+        lines += [f"## {TITLES.get(name, name.capitalize())}", ""]
         if "error" in section:
             lines += [f"**Failed**: `{section['error']}`", ""]
             continue
@@ -76,6 +78,14 @@ def render(document: dict[str, Any]) -> str:
             "",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _shared_server(document: dict[str, Any]) -> str:
+    """The shared server's database; the fleet section starts servers of its own."""
+    server = document.get("prefect_server")
+    if server is None and "fleet" in document.get("benchmarks", {}):
+        return "no shared server started by this invocation (the fleet section starts its own: SQLite and PostgreSQL)"
+    return str((server or {}).get("database", "sqlite"))
 
 
 def _history(document: dict[str, Any]) -> list[str]:
@@ -158,7 +168,40 @@ def _summary_table(benchmarks: dict[str, Any]) -> list[str]:
             f"worst {_fmt(watcher['targets']['requests_per_100_in_flight']['worst'])} per 100 in flight | "
             f"≤ {TARGET_WATCHER_PER_100:g} per 100 in flight | {_met(watcher['targets']['requests_per_100_in_flight']['met'])} |"
         )
+    rows += _fleet_summary(benchmarks.get("fleet"))
     return ["## Summary", "", *rows, ""]
+
+
+def _fleet_summary(fleet: dict[str, Any] | None) -> list[str]:
+    if not fleet or "error" in fleet:
+        return []
+    rows = []
+    databases = fleet.get("databases") or {}
+    if databases and "error" not in databases:
+        summary, ratios = databases["summary"], databases["ratios"]
+        sdk = summary["sdk"]
+        figures = "; ".join(
+            f"{name}: wall {_fmt(summary[name]['wall_seconds']['median'], 1)} s, CPU {_fmt(summary[name]['cpu_seconds']['median'], 1)} s"
+            for name in ("sqlite", "postgresql")
+        )
+        rows.append(
+            f"| fleet, overhead N={databases['jobs']} on SQLite / PostgreSQL | {figures} | SDK script wall "
+            f"{_fmt(sdk['wall_seconds']['median'], 1)} s, CPU {_fmt(sdk['cpu_seconds']['median'], 1)} s | wall "
+            f"{_x(ratios['sqlite']['wall'])} / {_x(ratios['postgresql']['wall'])} | PostgreSQL wall ratio ≤ 1.2 | "
+            f"{_met(databases['targets']['postgresql']['met'])} |"
+        )
+    workers = fleet.get("workers") or {}
+    if workers and "error" not in workers:
+        batches = workers.get("batches") or []
+        walls = " / ".join(_fmt(b.get("wall_seconds"), 1) for b in batches)
+        counts = "/".join(str(b.get("workers")) for b in batches)
+        rows.append(
+            f"| fleet, batch of {workers['clips']} over {counts} workers (PostgreSQL) | wall {walls} s | SDK script wall "
+            f"{_fmt((workers.get('sdk') or {}).get('wall_seconds', {}).get('median'), 1)} s | "
+            f"{' / '.join(_x(b.get('wall_ratio')) for b in batches)} | jobs created = {workers['clips']} each | "
+            f"{_met(workers.get('jobs_created_ok'))} |"
+        )
+    return rows
 
 
 def _polling(section: dict[str, Any]) -> list[str]:
@@ -515,4 +558,176 @@ def _crash(section: dict[str, Any]) -> list[str]:
         ]
         if first.get("errors"):
             lines += ["First-run failures: " + "; ".join(f"`{e}`" for e in first["errors"]), ""]
+    return lines
+
+
+def _fleet(section: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    servers = section.get("servers") or {}
+    if servers:
+        lines += [
+            "Two Prefect servers alive for the whole section: "
+            + ", ".join(
+                f"{name} (ready in {_fmt(s.get('startup_seconds'), 1)} s)" for name, s in servers.items()
+            )
+            + ".",
+            "",
+        ]
+    databases = section.get("databases") or {}
+    if "error" in databases:
+        lines += [f"Databases: **failed**: `{databases['error']}`", ""]
+    elif databases:
+        lines += _fleet_databases(databases)
+    workers = section.get("workers") or {}
+    if "error" in workers:
+        lines += [f"Workers: **failed**: `{workers['error']}`", ""]
+    elif workers:
+        lines += _fleet_workers(workers)
+    left = section.get("left_running")
+    lines += [
+        "Processes left running after the section: "
+        + (", ".join(f"`{item}`" for item in left) + " (killed)" if left else "none")
+        + ".",
+        "",
+    ]
+    return lines
+
+
+def _fleet_databases(section: dict[str, Any]) -> list[str]:
+    summary, ratios, targets = section["summary"], section["ratios"], section["targets"]
+    sides = ("sqlite", "postgresql", "sdk")
+
+    def cell(side: str, key: str, digits: int = 1, scale: float = 1.0) -> str:
+        item = summary.get(side, {}).get(key)
+        if not item:
+            return "–"
+        return f"{item['median'] / scale:.{digits}f} ({item['min'] / scale:.{digits}f}–{item['max'] / scale:.{digits}f})"
+
+    mib = 1024 * 1024
+    lines = [
+        f"The overhead workload: {section['jobs']} Video-to-Layers jobs ({section['max_layers']} layers), emulator job time "
+        f"{section['job_seconds']:g} s, at most {section['concurrency']} in flight, `review=False`; {section['runs']} runs "
+        f"per side, the order rotating ({section['order']}). Medians (min–max).",
+        "",
+        "| | batch flow, SQLite server | batch flow, PostgreSQL server | SDK script |",
+        "|---|---|---|---|",
+        "| wall time (s) | " + " | ".join(cell(side, "wall_seconds") for side in sides) + " |",
+        "| CPU time of the process (s) | " + " | ".join(cell(side, "cpu_seconds") for side in sides) + " |",
+        f"| wall ratio to the SDK script | {_x(ratios['sqlite']['wall'])} | {_x(ratios['postgresql']['wall'])} | – |",
+        f"| CPU ratio to the SDK script | {_x(ratios['sqlite']['cpu'])} | {_x(ratios['postgresql']['cpu'])} | – |",
+        f"| paired wall ratios | {', '.join(_x(r) for r in ratios['sqlite']['wall_paired'])} | "
+        f"{', '.join(_x(r) for r in ratios['postgresql']['wall_paired'])} | – |",
+        f"| target wall ratio ≤ 1.2 | {_met(targets['sqlite']['met'])} | {_met(targets['postgresql']['met'])} | – |",
+        "| peak RSS (MiB) | " + " | ".join(cell(side, "peak_rss_bytes", 0, mib) for side in sides) + " |",
+        "| Prefect server CPU (SQLite) during the run (s) | "
+        + " | ".join(cell(side, "sqlite_server_cpu_seconds") for side in sides)
+        + " |",
+        "| Prefect server CPU (PostgreSQL) during the run (s) | "
+        + " | ".join(cell(side, "postgresql_server_cpu_seconds") for side in sides)
+        + " |",
+        "| PostgreSQL's own CPU during the run (s) | "
+        + " | ".join(cell(side, "postgres_cpu_seconds") for side in sides)
+        + " |",
+        "| emulator CPU during the run (s) | "
+        + " | ".join(cell(side, "emulator_cpu_seconds") for side in sides)
+        + " |",
+        "| Scenario API requests | " + " | ".join(cell(side, "api_requests", 0) for side in sides) + " |",
+        f"| errors per run | {section['errors']['sqlite']} | {section['errors']['postgresql']} | {section['errors']['sdk']} |",
+        f"| jobs created = N every run | {_met(section['jobs_created_ok']['sqlite'])} | "
+        f"{_met(section['jobs_created_ok']['postgresql'])} | {_met(section['jobs_created_ok']['sdk'])} |",
+        "",
+        f"Target on PostgreSQL (wall ratio ≤ 1.2): {_met(targets['postgresql']['met'])} at {_x(targets['postgresql']['value'])}; "
+        f"SQLite in the same run: {_x(targets['sqlite']['value'])}.",
+        "",
+    ]
+    trace = section.get("trace") or {}
+    if trace:
+        lines += [
+            "Traced runs (diagnostic, one per database, the bench's `trace` option, not in the medians): "
+            + "; ".join(
+                f"{name}: wall {_fmt(run.get('wall_seconds'), 1)} s"
+                + (f" **failed** `{run['error']}`" if run.get("error") else "")
+                for name, run in trace.items()
+            )
+            + ".",
+            "",
+            "| await | SQLite: calls, median s, max s, sum s | PostgreSQL: calls, median s, max s, sum s |",
+            "|---|---|---|",
+        ]
+        names = [*TRACE_ROWS]
+        for run in trace.values():
+            timings: dict[str, Any] = run.get("timings") or {}
+            prefect = sorted(
+                (n for n in timings if n.startswith("prefect ")), key=lambda n: -(timings[n].get("sum") or 0)
+            )
+            names += [n for n in prefect[:6] if n not in names]
+        for name in names:
+            cells = []
+            for database in ("sqlite", "postgresql"):
+                row = ((trace.get(database) or {}).get("timings") or {}).get(name)
+                cells.append(
+                    f"{row.get('calls')}, {_fmt(row.get('median'), 3)}, {_fmt(row.get('max'), 3)}, {_fmt(row.get('sum'), 1)}"
+                    if row
+                    else "–"
+                )
+            shown = f"prefect `{name[len('prefect ') :]}`" if name.startswith("prefect ") else name
+            lines.append(f"| {shown} | {cells[0]} | {cells[1]} |")
+        requests = {name: sum((run.get("prefect_requests") or {}).values()) for name, run in trace.items()}
+        lines += [
+            "",
+            "Prefect API requests from the flow process: "
+            + ", ".join(f"{name} {count}" for name, count in requests.items())
+            + ".",
+            "",
+        ]
+    return lines
+
+
+def _fleet_workers(section: dict[str, Any]) -> list[str]:
+    sdk = section.get("sdk") or {}
+    sdk_wall = sdk.get("wall_seconds") or {}
+    sdk_cpu = sdk.get("cpu_seconds") or {}
+    setup = section.get("setup") or {}
+    lines = [
+        f"One batch of {section['clips']} clips ({section['max_layers']} layers, {section['job_seconds']:g} s jobs) per "
+        f"worker count, run from the `{section['deployment']}` deployment (`prefect deploy --all` from prefect.yaml, "
+        f"{_fmt(setup.get('deploy_seconds'), 1)} s) on the PostgreSQL server: `clips_per_flow_run` = "
+        f"{section['clips_per_flow_run']}, a global concurrency limit of {section['ceiling']} slots (the emulator's "
+        f"ceiling {section['ceiling']} too), `review=False`, no budget; each worker `--limit {section['worker_limit']}` "
+        "(the parent takes one slot). Wall: the parent run's `created` → `end_time` on the server. Baseline: the SDK "
+        f"script on the same clips with {section['ceiling']} jobs in flight, one run before each batch: wall "
+        f"{_fmt(sdk_wall.get('median'), 1)} s ({_fmt(sdk_wall.get('min'), 1)}–{_fmt(sdk_wall.get('max'), 1)}), CPU "
+        f"{_fmt(sdk_cpu.get('median'), 1)} s.",
+        "",
+        "| workers | state | wall (s) | ratio to the SDK script (paired) | clips run per worker | children (pickup / run, median s) | "
+        "parent pickup (s) | jobs created / max in flight | clips succeeded | CPU of workers and flow runs (s) | "
+        "Prefect server CPU (s) | PostgreSQL CPU (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in section.get("batches") or []:
+        if "error" in row:
+            lines.append(f"| {row['workers']} | **failed**: `{row['error'][:300]}` |" + " – |" * 10)
+            continue
+        per_worker = ", ".join(
+            f"{name} {count}" for name, count in (row.get("clips_per_worker") or {}).items()
+        )
+        statuses = row.get("clip_statuses") or {}
+        lines.append(
+            f"| {row['workers']} | {row.get('state')}{' (**timed out**)' if row.get('timed_out') else ''} | "
+            f"{_fmt(row.get('wall_seconds'), 1)} | {_x(row.get('wall_ratio'))} ({_x(row.get('wall_ratio_paired'))}) | "
+            f"{per_worker or '–'} (parent on {row.get('parent_worker')}) | {row.get('children')} "
+            f"({_fmt(row.get('child_pickup_seconds_median'), 1)} / {_fmt(row.get('child_run_seconds_median'), 1)}) | "
+            f"{_fmt(row.get('parent_pickup_seconds'), 1)} | {row.get('jobs_created')} / {row.get('max_jobs_in_flight')} | "
+            f"{statuses.get('succeeded', 0)} of {sum(statuses.values())} | {_fmt(row.get('workers_cpu_seconds'), 1)} | "
+            f"{_fmt(row.get('prefect_server_cpu_seconds'), 1)} | {_fmt(row.get('postgres_cpu_seconds'), 1)} |"
+        )
+    budgets = sorted(
+        {b for row in section.get("batches") or [] for b in row.get("children_budget_creative_units") or []}
+    )
+    lines += [
+        "",
+        f"Jobs created = {section['clips']} in every run (batches and SDK runs): {_met(section.get('jobs_created_ok'))}. "
+        f"The children's `budget_creative_units` (the parent ran with none): {', '.join(budgets) or '–'}.",
+        "",
+    ]
     return lines

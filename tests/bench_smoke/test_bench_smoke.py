@@ -23,6 +23,7 @@ BENCH_MODULES = [
     "bench._batch",
     "bench._common",
     "bench.crash",
+    "bench.fleet",
     "bench._emulator",
     "bench._services",
     "bench._whatif",
@@ -33,6 +34,7 @@ BENCH_MODULES = [
     "bench.profiling",
     "bench.report",
     "bench.scale",
+    "bench.slots",
     "bench.watcher",
 ]
 
@@ -101,7 +103,7 @@ def test_profile_and_dump_summaries_read_py_spy_output(tmp_path: Path) -> None:
 def test_the_cli_lists_the_benchmarks_and_runs_crash_only_when_named() -> None:
     from bench.__main__ import BENCHMARKS, ONLY_WHEN_NAMED, _parser
 
-    assert BENCHMARKS == ("polling", "overhead", "memory", "scale", "watcher", "crash")
+    assert BENCHMARKS == ("polling", "overhead", "memory", "scale", "watcher", "fleet", "crash")
     assert "crash" in ONLY_WHEN_NAMED
     assert len(ONLY_WHEN_NAMED) == 1
     args = _parser().parse_args(["polling", "--quick"])
