@@ -19,7 +19,8 @@ Flow runs in ``wait="suspend"`` mode record the jobs they wait on and suspend
   return at all (another project's job, clocks further apart than ``overlap``) is read with one
   GET. A sweep thus costs a request per page (100 jobs, at least one page) of the jobs updated in
   its window: after a restart or on a reconcile, of those updated since the oldest waiting run
-  started;
+  started (at most ``max_lookback``, a day, ago: the jobs of older runs that it misses are read one
+  by one);
 * **wake**: an event ``scenario.job.completed`` / ``scenario.job.failed`` (the job as resource, the
   flow run as related resource of role ``waiter``; its id derived from job, status and flow run,
   so the sweep, a webhook and the run itself record one event), then Prefect's resume. A resume
@@ -98,6 +99,10 @@ class Watcher:
             sweep's listing starts: Prefect's and Scenario's clocks differ.
         reconcile_every: how often the listing reaches back to the start of the oldest waiting
             run, whatever the cursor says (it does so for a run seen for the first time too).
+        max_lookback: how far back a listing reaches for a run's start, at most (never less far
+            than the cursor): a run waiting for days would make every reconcile list all the
+            project's jobs since then. The jobs of older runs that the listing misses are read one
+            by one.
 
     Example:
         ```python
@@ -114,6 +119,7 @@ class Watcher:
     credentials: ScenarioCredentials
     overlap: timedelta = timedelta(seconds=120)
     reconcile_every: timedelta = timedelta(minutes=10)
+    max_lookback: timedelta = timedelta(hours=24)
     _seen_runs: set[str] = field(default_factory=set)
     _last_reconcile: datetime | None = None
 
@@ -245,15 +251,19 @@ class Watcher:
         return report
 
     def _window_start(self, cursor: datetime | None, checked: list[Waiter], now: datetime) -> datetime:
-        """``overlap`` before the cursor, and before the start of every run in ``checked``."""
-        bounds = [waiter.since for waiter in checked if waiter.since is not None]
+        """``overlap`` before the cursor, and before the start of every run in ``checked`` (but
+        not more than ``max_lookback`` ago for those)."""
+        bounds: list[datetime] = []
+        starts = [waiter.since for waiter in checked if waiter.since is not None]
+        if starts:
+            bounds.append(max(min(starts) - self.overlap, now - self.max_lookback))
         if cursor is not None:
-            bounds.append(cursor)
+            bounds.append(cursor - self.overlap)
         if not bounds:
             # Nothing known (no cursor saved yet, runs without a start): a recent window; the
             # checked runs' jobs it misses are read one by one.
             return now - self.reconcile_every
-        return min(bounds) - self.overlap
+        return min(bounds)
 
     async def wake_job(self, job_id: str) -> SweepReport:
         """Wake the runs waiting on ``job_id`` if it ended (a webhook's hint: the job is read first)."""

@@ -281,3 +281,33 @@ async def test_c_a_job_missing_from_the_listing_is_read_once_on_a_reconcile(
     assert reconcile.jobs_read == 1
     assert reconcile_requests == {LIST_ROUTE: 1, GET_ROUTE: 1}
     assert reconcile.woken == [str(run_id)]
+
+
+@pytest.mark.parametrize("bounded", [True, False], ids=["lookback-1s", "no-lookback-bound"])
+async def test_d_a_run_older_than_the_lookback_has_its_job_read_not_every_job_since_it_started(
+    live_emulator: Any, credentials: ScenarioCredentials, asset_id: str, runs: WaitingRuns, bounded: bool
+) -> None:
+    """A run that waits longer than ``max_lookback`` (days, scaled down to 1 s here): the listing
+    does not reach back to its start, and its ended job, updated before the window, is read once.
+    Without the bound, the same sweep lists every job of the project since the run started."""
+    [run_id] = await runs.start()
+    configure(live_emulator, job_seconds=0.3)
+    await _submit(credentials, asset_id, 3)  # other jobs of the project since the run's start
+    [job_id] = await _submit(credentials, asset_id)
+    await asyncio.sleep(2.5)
+    configure(live_emulator, job_seconds=LONG_JOB_SECONDS)
+    await runs.suspend([run_id], [job_id], credentials.cache_scope())
+    lookback = timedelta(seconds=1) if bounded else timedelta(days=1)
+    watcher = Watcher(credentials, overlap=timedelta(seconds=0.2), max_lookback=lookback)
+
+    report, requests = await _measured(live_emulator, watcher)
+
+    assert report.woken == [str(run_id)]
+    if bounded:
+        assert report.jobs_listed == 0, "the listing reached back past max_lookback"
+        assert report.jobs_read == 1
+        assert requests == {LIST_ROUTE: 1, GET_ROUTE: 1}
+    else:
+        assert report.jobs_listed == 4
+        assert report.jobs_read == 0
+        assert requests == {LIST_ROUTE: 1}
