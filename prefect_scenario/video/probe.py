@@ -107,6 +107,9 @@ def probe_video(path: Path) -> VideoProbe:
         video_codec = stream.codec_context.name
         header_frames = stream.frames
         time_base = stream.time_base or Fraction(1, 90_000)
+        # Read here, not after the block: once the container is closed the stream's fields are
+        # freed memory (a probe in another thread then read a start time of -3.9e11 ticks).
+        start_time = stream.start_time or 0
         stream_seconds = float(stream.duration * time_base) if stream.duration else None
         tag_seconds = _parse_tag_duration(stream.metadata.get("DURATION"))
         container_seconds = container.duration / 1_000_000 if container.duration else None
@@ -150,7 +153,7 @@ def probe_video(path: Path) -> VideoProbe:
     expected_seconds = stream_seconds or tag_seconds
     if expected_seconds and last_end is not None:
         # Packet timestamps, not count / rate, so variable-frame-rate files are judged fairly.
-        covered = float((last_end - (stream.start_time or 0)) * time_base)
+        covered = float((last_end - start_time) * time_base)
         if covered < expected_seconds - 0.5 / float(rate):
             raise not_decodable(
                 path, f"it is truncated: frames cover {covered:.2f} s of {expected_seconds:.2f} s"
