@@ -561,15 +561,13 @@ def _children(deployment_id: Any) -> ChildRuns | None:
     assert context is not None
     assert context.flow_run is not None
     parent = context.flow_run
-    # A child gets uploaded asset ids: nothing to list, fetch or spread again. Left out rather than
-    # null: the Run form's schema has no null for these fields, and the server enforces it.
-    dropped = {"videos", "folder", "pattern", "video_storage", "clips_per_flow_run", "budget_creative_units"}
-    shared = {
-        name: value
-        for name, value in (parent.parameters or {}).items()
-        if name not in dropped and value is not None
-    }
-    shared["dry_run"] = False
+    # A child gets uploaded asset ids: nothing to list, fetch or spread again. Every field is sent,
+    # null included (the Run form's schema allows null for each): a field left out would take the
+    # deployment's default instead of the parent's value, e.g. prefect.yaml's budget of 500 for a
+    # batch run without one, or the default concurrency limit for a batch run without any.
+    cleared = {"videos", "folder", "pattern", "video_storage", "clips_per_flow_run", "budget_creative_units"}
+    shared = {name: None if name in cleared else value for name, value in (parent.parameters or {}).items()}
+    shared.update(dict.fromkeys(cleared), dry_run=False)
     return ChildRuns(deployment_id=deployment_id, parent_id=str(parent.id), base_parameters=shared)
 
 

@@ -96,10 +96,11 @@ def _clips(folder: Path, seed: int) -> Path:
     return folder
 
 
-def _start_batch(stack: Stack, folder: Path, out: Path) -> dict[str, Any]:
+def _start_batch(stack: Stack, folder: Path, out: Path, **parameters: Any) -> dict[str, Any]:
     deployment = stack.api.deployment("video-to-layers-batch", "on-demand")
     return stack.api.run_like_the_ui(
         deployment,
+        **parameters,
         folder=str(folder),
         destination=str(out),
         max_layers=2,
@@ -187,7 +188,9 @@ def test_1_sixty_clips_over_three_workers_then_a_rerun_buys_nothing(
     folder = _clips(tmp_path_factory.mktemp("fan-out") / "clips", seed=500)
     out = stack.root / "fan-out-1"
     started = time.monotonic()
-    parent = _start_batch(stack, folder, out)
+    # The Run form's budget field emptied: the deployment's default (500 in prefect.yaml) must not
+    # come back in the children either.
+    parent = _start_batch(stack, folder, out, budget_creative_units=None)
     final = stack.api.wait_until_final(parent["id"], timeout=900)
     FIGURES["batch_seconds"] = round(time.monotonic() - started, 1)
     assert final["state_type"] == "COMPLETED", f"{final['state']}\n{stack.logs()}"
@@ -204,6 +207,9 @@ def test_1_sixty_clips_over_three_workers_then_a_rerun_buys_nothing(
     children = _children(stack, parent["id"])
     assert len(children) == CLIPS // PER_CHILD
     assert all(child["state_type"] == "COMPLETED" for child in children)
+    # The parent had no budget: neither have its children; and they hold the parent's limit.
+    assert {child["parameters"].get("budget_creative_units", "left out") for child in children} == {None}
+    assert {child["parameters"]["concurrency_limit_name"] for child in children} == {LIMIT_NAME}
     by_worker = _runs_by_worker(workers)
     child_ids = {child["id"] for child in children}
     clips_per_worker = {name: PER_CHILD * len(runs & child_ids) for name, runs in by_worker.items()}
