@@ -5,7 +5,9 @@ run, and suspends (its process exits). Two readers need that record, and neither
 
 * **the watcher** (:mod:`prefect_scenario.watcher`) finds the runs to wake: the tag
   :data:`WAITING_TAG` (Prefect 3.9 filters flow runs by tag, not by label), then the labels
-  :data:`AWAITING_LABEL` (the job ids) and :data:`DEADLINE_LABEL` (when the wait gives up);
+  :data:`AWAITING_LABEL` (the job ids), :data:`DEADLINE_LABEL` (when the wait gives up) and
+  :data:`WAKE_LABEL` (``all``: wake once every job ended, a single flow's split-free wait;
+  ``any``: wake as soon as one ended, a batch that has more clips to submit in its place);
 * **the run itself, once resumed**, reads its *journal*: ``scenario.paid.<slot>`` = the job id the
   slot bought. The journal lives on the Prefect server, not in result storage, so a resume on a
   machine that cannot read the first attempt's results still finds its job and never pays again.
@@ -17,7 +19,7 @@ sweep that see the same job end emit the same event, which Prefect stores once.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -29,6 +31,8 @@ WAITING_TAG = "scenario-waiting"
 AWAITING_LABEL = "scenario.awaiting"
 DEADLINE_LABEL = "scenario.wait_deadline"
 SCOPE_LABEL = "scenario.scope"
+WAKE_LABEL = "scenario.wake_on"
+WakePolicy = Literal["all", "any"]
 JOURNAL_PREFIX = "scenario.paid."
 # Pause keys of this package start with it; the number after it counts this run's suspends.
 PAUSE_KEY_PREFIX = "scenario-wait-"
@@ -72,6 +76,7 @@ class Waiter:
             naming the job); None when it has none.
         scope: the credentials scope of its jobs (endpoint and project): a watcher wakes only the
             runs of its own scope.
+        wake_on: ``all``: wake the run once every job ended; ``any``: once one of them ended.
         since: a lower bound on when its jobs can end: the flow run's ``start_time`` (its
             ``created`` when it never started). The run saw each job still running after it
             started (it suspends only then), so the job's end, and any later change, is dated
@@ -85,6 +90,7 @@ class Waiter:
     deadline: datetime | None
     scope: str | None
     since: datetime | None = None
+    wake_on: WakePolicy = "all"
 
     @classmethod
     def from_labels(
@@ -113,7 +119,13 @@ class Waiter:
         scope = labels.get(SCOPE_LABEL)
         if since is not None and since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
-        return cls(flow_run_id, ids, deadline, str(scope) if scope else None, since)
+        wake_on: WakePolicy = "any" if labels.get(WAKE_LABEL) == "any" else "all"
+        return cls(flow_run_id, ids, deadline, str(scope) if scope else None, since, wake_on)
+
+    def wakes_on(self, ended: Iterable[str]) -> bool:
+        """True when the jobs ``ended`` (ids) are reason enough to wake the run, by its policy."""
+        done = set(ended) & set(self.job_ids)
+        return bool(done) if self.wake_on == "any" else len(done) == len(set(self.job_ids))
 
     def overdue(self, now: datetime) -> bool:
         """True when the wait's deadline has passed."""
@@ -121,13 +133,18 @@ class Waiter:
 
 
 def waiting_labels(
-    job_ids: list[str], deadline: datetime, scope: str, journal: Mapping[str, str]
+    job_ids: list[str],
+    deadline: datetime,
+    scope: str,
+    journal: Mapping[str, str],
+    wake_on: WakePolicy = "all",
 ) -> dict[str, str | int | float | bool]:
     """The labels a run writes before it suspends (PATCHed into its labels, merged by Prefect)."""
     labels: dict[str, str | int | float | bool] = {
         AWAITING_LABEL: ",".join(job_ids),
         DEADLINE_LABEL: deadline.isoformat(timespec="seconds"),
         SCOPE_LABEL: scope,
+        WAKE_LABEL: wake_on,
     }
     labels.update({journal_label(slot): job_id for slot, job_id in journal.items()})
     return labels
@@ -141,8 +158,10 @@ __all__ = [
     "SCOPE_LABEL",
     "WAITING_TAG",
     "WAIT_MODES",
+    "WAKE_LABEL",
     "WaitMode",
     "Waiter",
+    "WakePolicy",
     "journal_label",
     "journaled_job",
     "next_pause_key",

@@ -240,7 +240,7 @@ class Watcher:
                 self._last_reconcile = now
         for waiter in waiters:
             jobs = [ended[job_id] for job_id in waiter.job_ids if job_id in ended]
-            if len(jobs) == len(waiter.job_ids):
+            if waiter.wakes_on(job.job_id for job in jobs):
                 await self._wake(waiter, jobs, report, reason="the job ended")
             elif waiter.overdue(now):
                 await self._wake(waiter, jobs, report, reason="its deadline passed")
@@ -276,7 +276,7 @@ class Watcher:
         for waiter in await self.waiting_runs():
             if job_id in waiter.job_ids:
                 report.waiting += 1
-                if len(waiter.job_ids) == 1:
+                if waiter.wakes_on([job_id]):
                     await self._wake(waiter, [job], report, reason="the job ended (webhook)")
         return report
 

@@ -27,7 +27,7 @@ from bench.watcher import bounded_prefect_writes
 from prefect_scenario import video
 from prefect_scenario.blocks import ScenarioCredentials
 from prefect_scenario.client.policies import parse_time
-from prefect_scenario.waiting import WAITING_TAG, waiting_labels
+from prefect_scenario.waiting import WAITING_TAG, WakePolicy, waiting_labels
 from prefect_scenario.watcher import SweepReport, Watcher, cursor_variable_name
 from support.emulator import (
     EMULATOR_KEY,
@@ -100,8 +100,14 @@ class WaitingRuns:
         self.ids += made
         return made
 
-    async def suspend(self, run_ids: list[UUID], job_ids: list[str], scope: str) -> None:
-        """Each run waits on the job at its index, as ``_record_wait`` and the suspend leave it."""
+    async def suspend(
+        self,
+        run_ids: list[UUID],
+        job_ids: list[str] | list[list[str]],
+        scope: str,
+        wake_on: WakePolicy = "all",
+    ) -> None:
+        """Each run waits on the job(s) at its index, as ``suspend_on`` leaves it."""
         from prefect.client.orchestration import get_client
         from prefect.states import Suspended
 
@@ -109,10 +115,10 @@ class WaitingRuns:
         async with get_client() as client:
 
             async def one(index: int) -> None:
-                run_id, job_id = run_ids[index], job_ids[index]
-                await client.update_flow_run_labels(
-                    run_id, waiting_labels([job_id], deadline, scope, {"job": job_id})
-                )
+                run_id, jobs = run_ids[index], job_ids[index]
+                waited = [jobs] if isinstance(jobs, str) else jobs
+                labels = waiting_labels(waited, deadline, scope, {"job": waited[0]}, wake_on)
+                await client.update_flow_run_labels(run_id, labels)
                 await client.update_flow_run(run_id, tags=[WAITING_TAG])
                 result = await client.set_flow_run_state(
                     run_id, Suspended(timeout_seconds=86400, pause_key="scenario-wait-1")
@@ -311,3 +317,31 @@ async def test_d_a_run_older_than_the_lookback_has_its_job_read_not_every_job_si
         assert report.jobs_listed == 4
         assert report.jobs_read == 0
         assert requests == {LIST_ROUTE: 1}
+
+
+@pytest.mark.parametrize("wake_on", ["any", "all"])
+async def test_e_a_batch_waiting_on_any_job_is_woken_by_the_first_that_ends(
+    live_emulator: Any,
+    credentials: ScenarioCredentials,
+    asset_id: str,
+    runs: WaitingRuns,
+    wake_on: WakePolicy,
+) -> None:
+    """A suspended batch waits on all its jobs in flight and wakes when one ended ("any"); a run
+    that needs every job ("all", a single flow's) sleeps on until the last one did."""
+    [run_id] = await runs.start(1)
+    long_jobs = await _submit(credentials, asset_id, 2)
+    configure(live_emulator, job_seconds=0.3)
+    [short_job] = await _submit(credentials, asset_id)
+    configure(live_emulator, job_seconds=LONG_JOB_SECONDS)
+    await runs.suspend([run_id], [[*long_jobs, short_job]], credentials.cache_scope(), wake_on)
+    await asyncio.sleep(0.6)
+    report, requests = await _measured(live_emulator, Watcher(credentials))
+    assert report.waiting == 1
+    assert requests == {LIST_ROUTE: 1}
+    if wake_on == "any":
+        assert report.woken == [str(run_id)]
+        assert await runs.state_type(run_id) != "PAUSED"
+    else:
+        assert report.woken == []
+        assert await runs.state_type(run_id) == "PAUSED"
