@@ -31,6 +31,7 @@ from typing import Any
 from prefect.client.schemas.objects import State
 from prefect.context import FlowRunContext
 from prefect.filesystems import WritableFileSystem
+from pydantic import BaseModel
 
 from prefect_scenario.blocks import ScenarioCredentials
 from prefect_scenario.concurrency import (
@@ -114,6 +115,18 @@ class PaidJob:
         if self.job.billing is not None:
             return self.job.billing.cu_cost
         return self.submitted.creative_units_cost
+
+
+class Bought(BaseModel):
+    """A submitted job, as :meth:`JobRunner.pay` returns it (and a suspended batch records it).
+
+    Attributes:
+        submitted: what the submit recorded (job id, estimate, ledger key, adoption).
+        reused: True when the job came from an earlier flow run (nothing spent by this one).
+    """
+
+    submitted: SubmittedJob
+    reused: bool = False
 
 
 @contextlib.asynccontextmanager
@@ -214,7 +227,6 @@ class JobRunner:
             JobFailedError: the job failed on Scenario's side (``JobCanceledError``: canceled).
             JobWaitTimeoutError: the job did not end within ``timeout_seconds``.
         """
-        reuse = self.reuse_across_runs and not (fresh or self.refresh)
         clock = clock or Stopwatch()
         if estimate is None and self.estimate_as_task:
             # Free, and outside the slot: a dry run is not a job in flight.
@@ -224,43 +236,96 @@ class JobRunner:
         # Read before the submit: a resumed attempt must find its job even without its results.
         journaled = await journaled_job_id(slot) if suspends else None
         async with self._slot():
-            with clock.phase("submit"):
-                state: State[SubmittedJob] = await self._submit_task(fresh)(
-                    model_id,
-                    body,
-                    credentials=self.credentials,
-                    estimate=estimate,
-                    max_creative_units=max_creative_units,
-                    reuse_across_runs=reuse,
-                    adopt_job_id=journaled,
-                    return_state=True,
-                )
-                submitted: SubmittedJob = await state.aresult()
-                if on_submitted is not None:
-                    on_submitted(submitted)
-                reused = came_from_earlier_run(state, submitted)
-                if reused:
-                    await settle_earlier_run(submitted)
-            with clock.phase("wait"):
-                if suspends:
+            bought = await self.pay(
+                model_id,
+                body,
+                estimate=estimate,
+                max_creative_units=max_creative_units,
+                fresh=fresh,
+                adopt_job_id=journaled,
+                on_submitted=on_submitted,
+                clock=clock,
+            )
+            if suspends:
+                with clock.phase("wait"):
                     await await_job_end(
-                        submitted,
+                        bought.submitted,
                         credentials=self.credentials,
                         timeout_seconds=self.timeout_seconds,
                         slot=slot,
                     )
-                wait = wait_for_job if self.wait_as_task else wait_inline
-                try:
-                    # In suspend mode the job has ended: the wait only judges it, as inline.
-                    job: Job = await wait(
-                        submitted.job_id, credentials=self.credentials, timeout_seconds=self.timeout_seconds
-                    )
-                except JobFailedError:
-                    if suspends:
-                        await forget_journaled_job(slot)
-                    raise
+            try:
+                # In suspend mode the job has ended: the wait only judges it, as inline.
+                job = await self.judge(bought.submitted, clock)
+            except JobFailedError:
+                if suspends:
+                    await forget_journaled_job(slot)
+                raise
         # The slot is free again: the next job runs while this one's outputs download.
-        with clock.phase("download"):
+        return await self.store(bought, job, deliver=deliver, clock=clock)
+
+    async def pay(
+        self,
+        model_id: str,
+        body: dict[str, Any],
+        *,
+        estimate: CostEstimate | None = None,
+        max_creative_units: float | None = None,
+        fresh: bool = False,
+        adopt_job_id: str | None = None,
+        on_submitted: Callable[[SubmittedJob], None] | None = None,
+        clock: Stopwatch | None = None,
+    ) -> Bought:
+        """The paid step of :meth:`run` alone: the submit (cached, persisted, in the ledger).
+
+        For a caller that holds the job's slot itself and waits elsewhere: a batch that suspends
+        between its submits and its downloads (:mod:`prefect_scenario.flows._batch_waves`).
+
+        Args:
+            adopt_job_id: a job an earlier attempt bought for this intent (a journal's): adopted,
+                never submitted again.
+            Others: as in :meth:`run`.
+        """
+        reuse = self.reuse_across_runs and not (fresh or self.refresh)
+        clock = clock or Stopwatch()
+        with clock.phase("submit"):
+            state: State[SubmittedJob] = await self._submit_task(fresh)(
+                model_id,
+                body,
+                credentials=self.credentials,
+                estimate=estimate,
+                max_creative_units=max_creative_units,
+                reuse_across_runs=reuse,
+                adopt_job_id=adopt_job_id,
+                return_state=True,
+            )
+            submitted: SubmittedJob = await state.aresult()
+            if on_submitted is not None:
+                on_submitted(submitted)
+            reused = came_from_earlier_run(state, submitted)
+            if reused:
+                await settle_earlier_run(submitted)
+        return Bought(submitted=submitted, reused=reused)
+
+    async def judge(self, submitted: SubmittedJob, clock: Stopwatch | None = None) -> Job:
+        """The job once it succeeded (polled until it ends, as the runner waits).
+
+        Raises:
+            JobFailedError: the job failed on Scenario's side; its submit's cache is dropped.
+            JobWaitTimeoutError: it did not end within ``timeout_seconds``.
+        """
+        wait = wait_for_job if self.wait_as_task else wait_inline
+        with (clock or Stopwatch()).phase("wait"):
+            job: Job = await wait(
+                submitted.job_id, credentials=self.credentials, timeout_seconds=self.timeout_seconds
+            )
+        return job
+
+    async def store(
+        self, bought: Bought, job: Job, *, deliver: bool = True, clock: Stopwatch | None = None
+    ) -> PaidJob:
+        """The job's outputs downloaded and stored, its ledger entry settled (``deliver``)."""
+        with (clock or Stopwatch()).phase("download"):
             outputs = await download_outputs(
                 job,
                 credentials=self.credentials,
@@ -268,13 +333,13 @@ class JobRunner:
                 storage=self.destination_storage,
             )
             if deliver:
-                await mark_delivered(submitted.job_id, submitted.ledger_key)
+                await mark_delivered(bought.submitted.job_id, bought.submitted.ledger_key)
         return PaidJob(
-            submitted=submitted,
+            submitted=bought.submitted,
             job=job,
             outputs=sorted(outputs, key=lambda output: output.output_index),
-            reused=reused,
+            reused=bought.reused,
         )
 
 
-__all__ = ["JobRunner", "PaidJob", "came_from_earlier_run", "ceiling_aware_submit"]
+__all__ = ["Bought", "JobRunner", "PaidJob", "came_from_earlier_run", "ceiling_aware_submit"]

@@ -36,6 +36,7 @@ from prefect_scenario.waiting import (
     WAIT_MODES,
     WAITING_TAG,
     WaitMode,
+    WakePolicy,
     journal_label,
     journaled_job,
     next_pause_key,
@@ -87,7 +88,7 @@ def check_wait_mode(wait: str) -> WaitMode:
     return "suspend"
 
 
-async def _read_current_flow_run() -> Any:
+async def read_current_flow_run() -> Any:
     from prefect.client.orchestration import get_client
 
     context = FlowRunContext.get()
@@ -104,31 +105,73 @@ async def journaled_job_id(slot: str) -> str | None:
         Exception: whatever reading the flow run raises: unread, the journal cannot prove that no
             job exists, so the caller must not pay.
     """
-    flow_run = await _read_current_flow_run()
+    flow_run = await read_current_flow_run()
     return journaled_job(flow_run.labels, slot)
 
 
-def _deadline(submitted: SubmittedJob, timeout_seconds: float) -> datetime:
+def job_deadline(submitted: SubmittedJob, timeout_seconds: float) -> datetime:
+    """When waiting on ``submitted`` gives up: ``timeout_seconds`` after its submit."""
     submitted_at = submitted.submitted_at
     if submitted_at.tzinfo is None:
         submitted_at = submitted_at.replace(tzinfo=UTC)
     return submitted_at + timedelta(seconds=timeout_seconds)
 
 
-async def _record_wait(
-    flow_run: Any, submitted: SubmittedJob, deadline: datetime, slot: str, scope: str
-) -> None:
+async def _record_wait(flow_run: Any, labels: dict[str, str | int | float | bool]) -> None:
     """The wait onto the flow run: labels for the watcher and the journal, the tag to find it by."""
     from prefect.client.orchestration import get_client
 
     # The job-id labels first (the cancel hook reads them): queued writes must not land after ours.
     await drain_job_labels()
-    labels = waiting_labels([submitted.job_id], deadline, scope, {slot: submitted.job_id})
     async with get_client() as client:
         await client.update_flow_run_labels(flow_run.id, labels)
         if WAITING_TAG not in (flow_run.tags or []):
             # Tags are written whole: read (above), merge, write.
             await client.update_flow_run(flow_run.id, tags=[*(flow_run.tags or []), WAITING_TAG])
+
+
+async def suspend_on(
+    job_ids: list[str],
+    *,
+    deadline: datetime,
+    scope: str,
+    journal: dict[str, str],
+    wake_on: WakePolicy = "all",
+) -> None:
+    """Write the wait onto this flow run and suspend it: the process exits here.
+
+    Returns only when the server refused the pause (a key that fired already): the caller looks
+    at its jobs again.
+
+    Args:
+        job_ids: the jobs the run waits on.
+        deadline: when the wait gives up (the watcher wakes the run then); the pause itself
+            expires :data:`WAKE_GRACE` later.
+        scope: the credentials scope of the jobs (a watcher wakes only its own scope's runs).
+        journal: ``{slot: job id}`` of the jobs bought, for a resumed attempt that cannot read
+            its results ("" clears a slot).
+        wake_on: ``all`` (wake once every job ended) or ``any`` (once one ended).
+    """
+    from prefect.flow_runs import asuspend_flow_run
+
+    flow_run = await read_current_flow_run()
+    await _record_wait(flow_run, waiting_labels(job_ids, deadline, scope, journal, wake_on))
+    pause_timeout = math.ceil((deadline - datetime.now(UTC) + WAKE_GRACE).total_seconds())
+    # No POST is in flight here: the submits have returned. The call exits the process.
+    await asuspend_flow_run(
+        timeout=max(1, pause_timeout), key=next_pause_key(flow_run.empirical_policy.pause_keys)
+    )
+
+
+def still_running(job: Job, timeout_seconds: float) -> JobWaitTimeoutError:
+    """The error of a wait whose deadline passed while ``job`` still runs (it goes on)."""
+    return JobWaitTimeoutError(
+        f"Scenario job {job.job_id} is still {job.status.value} after timeout_seconds="
+        f"{timeout_seconds:g}; the job goes on on Scenario's side: rerun this flow with the same "
+        "inputs to pick it up (nothing is bought twice), or fetch it later by its id",
+        job_id=job.job_id,
+        last_status=job.status.value,
+    )
 
 
 async def await_job_end(
@@ -148,10 +191,8 @@ async def await_job_end(
         JobWaitTimeoutError: the wait's deadline passed and the job still runs; the job goes on,
             and a rerun with the same inputs adopts it.
     """
-    from prefect.flow_runs import asuspend_flow_run
-
     logger = run_logger()
-    deadline = _deadline(submitted, timeout_seconds)
+    deadline = job_deadline(submitted, timeout_seconds)
     while True:
         async with credentials.get_client() as client:
             job: Job = await client.jobs.get(submitted.job_id)
@@ -159,16 +200,7 @@ async def await_job_end(
             return job
         now = datetime.now(UTC)
         if now >= deadline:
-            raise JobWaitTimeoutError(
-                f"Scenario job {job.job_id} is still {job.status.value} after timeout_seconds="
-                f"{timeout_seconds:g}; the job goes on on Scenario's side: rerun this flow with the same "
-                "inputs to pick it up (nothing is bought twice), or fetch it later by its id",
-                job_id=job.job_id,
-                last_status=job.status.value,
-            )
-        flow_run = await _read_current_flow_run()
-        await _record_wait(flow_run, submitted, deadline, slot, credentials.cache_scope())
-        pause_timeout = math.ceil((deadline - now + WAKE_GRACE).total_seconds())
+            raise still_running(job, timeout_seconds)
         logger.info(
             "Scenario job %s is %s: this flow run suspends until it ends (at the latest %s), and holds "
             "no worker meanwhile. `prefect-scenario watch` (or a webhook) resumes it.",
@@ -176,10 +208,11 @@ async def await_job_end(
             job.status.value,
             deadline.isoformat(timespec="seconds"),
         )
-        # No POST is in flight here: the submit has returned. The call exits the process; it
-        # returns only when the server refuses the pause (a key already fired): look again.
-        await asuspend_flow_run(
-            timeout=pause_timeout, key=next_pause_key(flow_run.empirical_policy.pause_keys)
+        await suspend_on(
+            [submitted.job_id],
+            deadline=deadline,
+            scope=credentials.cache_scope(),
+            journal={slot: submitted.job_id},
         )
 
 
@@ -192,11 +225,21 @@ async def forget_journaled_job(slot: str) -> None:
     from prefect.client.orchestration import get_client
 
     try:
-        flow_run = await _read_current_flow_run()
+        flow_run = await read_current_flow_run()
         async with get_client() as client:
             await client.update_flow_run_labels(flow_run.id, {journal_label(slot): ""})
     except Exception as exc:
         run_logger().warning("Could not clear the journal of %s on the flow run: %s", slot, exc)
 
 
-__all__ = ["WAKE_GRACE", "await_job_end", "check_wait_mode", "forget_journaled_job", "journaled_job_id"]
+__all__ = [
+    "WAKE_GRACE",
+    "await_job_end",
+    "check_wait_mode",
+    "forget_journaled_job",
+    "job_deadline",
+    "journaled_job_id",
+    "read_current_flow_run",
+    "still_running",
+    "suspend_on",
+]
