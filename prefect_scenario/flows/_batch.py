@@ -24,10 +24,9 @@ when no clip failed, Failed otherwise; either way the state's result is the :cla
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +47,13 @@ from prefect_scenario.concurrency import (
     CeilingWatch,
     ensure_global_concurrency_limit,
 )
+from prefect_scenario.errors import InputValidationError
 from prefect_scenario.flows._arguments import RunChoices
+from prefect_scenario.flows._batch_clip import ERROR_CHARS, BatchClip, describe
+from prefect_scenario.flows._batch_waves import Waves, load_record, new_record
 from prefect_scenario.flows._fan_out import ChildRuns, fan_out_deployment, groups_of
-from prefect_scenario.flows._job import JobRunner, ceiling_aware_submit
+from prefect_scenario.flows._job import JobRunner, PaidJob, ceiling_aware_submit
+from prefect_scenario.flows._suspend import check_wait_mode
 from prefect_scenario.flows.aleph import fit_clip
 from prefect_scenario.flows.aleph_chunks import (
     AlephEdit,
@@ -74,10 +77,9 @@ from prefect_scenario.flows.result import (
 from prefect_scenario.formatting import format_units
 from prefect_scenario.job_labels import deferred_job_labels, drain_job_labels
 from prefect_scenario.manifest import SubmittedJob
-from prefect_scenario.models import CostEstimate
+from prefect_scenario.slot_leases import SlotLeases
 from prefect_scenario.slot_pool import SlotPool
 from prefect_scenario.storage import (
-    discard,
     find_videos,
     load_destination_storage,
     load_source_storage,
@@ -90,13 +92,6 @@ from prefect_scenario.validation import ClipHandling
 # Clips checked and uploaded at once. Uploads share the machine's bandwidth and each probe decodes a
 # clip: a handful in parallel keeps both busy without drowning either. Jobs are not bounded by this.
 PREPARE_CONCURRENCY = 8
-# Longest error text kept per clip (the table and the final state message stay readable).
-ERROR_CHARS = 300
-
-
-def _describe(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
-    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."
 
 
 def _as_is(probe: media.VideoProbe | None) -> ClipHandling:
@@ -144,43 +139,7 @@ class BatchOptions(RunChoices):
     concurrency_limit_name: str | None = DEFAULT_LIMIT_NAME
     concurrency_limit: int = DEFAULT_PARALLEL_JOBS
     clips_per_flow_run: int | None = None
-
-
-@dataclass
-class _Clip:
-    """One clip on its way through the batch; ``result`` is set once its fate is known."""
-
-    source: ClipSource
-    local: Path | None = None
-    body: dict[str, Any] | None = None
-    asset_id: str | None = None
-    estimate: CostEstimate | None = None
-    chunks: ChunkPlan | None = None
-    scratch: Path | None = None
-    notes: list[str] = field(default_factory=list)
-    result: ClipResult | None = None
-
-    @property
-    def estimated(self) -> float | None:
-        if self.chunks is not None:
-            return self.chunks.estimated if all(c.estimate for c in self.chunks.chunks) else None
-        return self.estimate.creative_units_cost if self.estimate is not None else None
-
-    def report(self, **values: Any) -> ClipResult:
-        values.setdefault("estimated_creative_units", self.estimated)
-        return ClipResult(video=self.source.given, source=self.source.name, notes=list(self.notes), **values)
-
-    def failed(self, exc: BaseException, job_id: str | None = None) -> ClipResult:
-        return self.report(status=FAILED, job_id=job_id, error=_describe(exc))
-
-    def release(self) -> None:
-        """Remove what this clip fetched or made locally (its outputs are stored by then)."""
-        if self.local is not None and self.source.kind == "block":
-            discard(self.local)
-        self.local = None
-        if self.scratch is not None:
-            shutil.rmtree(self.scratch, ignore_errors=True)
-            self.scratch = None
+    wait: str = "inline"
 
 
 @dataclass
@@ -194,8 +153,9 @@ class _Run:
     needs_estimates: bool
     children: ChildRuns | None = None
     clips_per_flow_run: int = 1
+    waves: Waves | None = None
 
-    async def prepare(self, clip: _Clip) -> None:
+    async def prepare(self, clip: BatchClip) -> None:
         """Fetch, check and make one clip ready to pay for; a failure is recorded on the clip."""
         async with self.prepare_gate:
             try:
@@ -203,14 +163,21 @@ class _Run:
             except Exception as exc:
                 clip.result = clip.failed(exc)
                 clip.release()
-                get_run_logger().error("Clip %s failed before submit: %s", clip.source.name, _describe(exc))
+                get_run_logger().error("Clip %s failed before submit: %s", clip.source.name, describe(exc))
 
-    async def _prepare(self, clip: _Clip) -> None:
+    async def _prepare(self, clip: BatchClip) -> None:
         recipe, jobs = self.recipe, self.jobs
         # Fetched once (from a block): the probe, the hash, the upload and the review read this copy.
         clip.local = await clip.source.fetch()
         probe = await asyncio.to_thread(recipe.check, clip.local)
         handling = recipe.handling(probe) if probe is not None else "as_is"
+        if handling == "split" and self.waves is not None:
+            raise InputValidationError(
+                f"Clip {clip.source.name} is over Runway Aleph 2's limits and must be edited in chunks, "
+                "which wait='suspend' does not do yet: run it in a batch with wait='inline' (or trim "
+                "it). Nothing was submitted for it.",
+                field="wait",
+            )
         if handling == "split":
             assert recipe.edit is not None
             assert clip.local is not None
@@ -240,7 +207,7 @@ class _Run:
             # Nothing after the upload reads the clip: free its copy (and a fitted one) now.
             clip.release()
 
-    async def run(self, clip: _Clip) -> None:
+    async def run(self, clip: BatchClip) -> None:
         """Pay for, wait on and store one admitted clip; a failure ends this clip only."""
         job_ids: list[str] = []
         try:
@@ -252,14 +219,13 @@ class _Run:
             job_id = job_ids[-1] if job_ids else None
             clip.result = clip.failed(exc, job_id)
             where = f" (job {job_id})" if job_id else ""
-            get_run_logger().error("Clip %s failed%s: %s", clip.source.name, where, _describe(exc))
+            get_run_logger().error("Clip %s failed%s: %s", clip.source.name, where, describe(exc))
         finally:
             clip.release()
         await self.progress.tick()
 
-    async def _run_one(self, clip: _Clip, seen: Callable[[str], None]) -> ClipResult:
+    async def _run_one(self, clip: BatchClip, seen: Callable[[str], None]) -> ClipResult:
         assert clip.body is not None
-        logger = get_run_logger()
 
         def submitted(job: SubmittedJob) -> None:
             seen(job.job_id)
@@ -267,6 +233,11 @@ class _Run:
         paid = await self.jobs.run(
             self.recipe.model_id, clip.body, estimate=clip.estimate, on_submitted=submitted
         )
+        return await self.succeeded(clip, paid)
+
+    async def succeeded(self, clip: BatchClip, paid: PaidJob) -> ClipResult:
+        """The result of a clip whose job succeeded and whose outputs are stored (reviewed, logged)."""
+        logger = get_run_logger()
         result = clip.report(
             status=SUCCEEDED,
             job_id=paid.job.job_id,
@@ -287,7 +258,7 @@ class _Run:
         )
         return result
 
-    async def _review(self, clip: _Clip, result: ClipResult) -> ClipResult:
+    async def _review(self, clip: BatchClip, result: ClipResult) -> ClipResult:
         """The layers' previews and PSNR; a failure is logged: the outputs are stored and paid for."""
         assert result.job_id is not None
         try:
@@ -300,7 +271,7 @@ class _Run:
             )
         except Exception as exc:
             get_run_logger().warning(
-                "The layers of clip %s were not reviewed (%s)", clip.source.name, _describe(exc)
+                "The layers of clip %s were not reviewed (%s)", clip.source.name, describe(exc)
             )
             return result
         if review is None:
@@ -313,13 +284,13 @@ class _Run:
             }
         )
 
-    async def _run_chunks(self, clip: _Clip, plan: ChunkPlan) -> ClipResult:
+    async def _run_chunks(self, clip: BatchClip, plan: ChunkPlan) -> ClipResult:
         results = await run_chunks(plan, self.jobs, retries=self.recipe.chunk_retries)
         job_ids = [c.job_id or "" for c in results]
         error = chunks_failure(results)
         if error is not None:
             get_run_logger().error("Clip %s failed: %s", clip.source.name, error)
-            return clip.report(status=FAILED, chunk_job_ids=job_ids, error=_describe(error))
+            return clip.report(status=FAILED, chunk_job_ids=job_ids, error=describe(error))
         edit = await finish_chunks(results, plan, self.jobs)
         clip.notes[-1] = (
             f"split into {len(results)} chunks ({', '.join(job_ids)}), stitched back with the source's "
@@ -341,13 +312,13 @@ class _Run:
         )
 
 
-async def _run_clips(run: _Run, clips: list[_Clip], budget: float | None, dry_run: bool) -> float:
+async def _run_clips(run: _Run, clips: list[BatchClip], budget: float | None, dry_run: bool) -> float:
     """Prepare, plan and run the clips; returns the creative units planned (0 without a budget)."""
     logger = get_run_logger()
     progress = run.progress
     preparing = [asyncio.ensure_future(run.prepare(clip)) for clip in clips]
     running: list[asyncio.Future[None]] = []
-    if not run.needs_estimates and run.children is None:
+    if not run.needs_estimates and run.children is None and run.waves is None:
         # No budget: nothing to plan, so each clip is paid for as soon as it is ready.
         for clip, preparation in zip(clips, preparing, strict=True):
             await preparation
@@ -363,7 +334,7 @@ async def _run_clips(run: _Run, clips: list[_Clip], budget: float | None, dry_ru
     if not run.needs_estimates:
         # Spread over workers without a budget: every prepared clip goes.
         await progress.tick(sum(1 for c in clips if c.result is not None))
-        await _run_admitted(run, candidates)
+        await _run_admitted(run, candidates, clips, 0.0)
         return 0.0
     plan = plan_within_budget([clip.estimated for clip in candidates], budget)
     admitted = [candidates[index] for index in plan.admitted]
@@ -386,15 +357,20 @@ async def _run_clips(run: _Run, clips: list[_Clip], budget: float | None, dry_ru
             clip.release()
         await progress.tick(len(admitted))
         return plan.planned
-    await _run_admitted(run, admitted)
+    await _run_admitted(run, admitted, clips, plan.planned)
     return plan.planned
 
 
-async def _run_admitted(run: _Run, admitted: list[_Clip]) -> None:
-    """Pay for the admitted clips: here, or in groups as child flow runs on the pool's workers.
+async def _run_admitted(run: _Run, admitted: list[BatchClip], every: list[BatchClip], planned: float) -> None:
+    """Pay for the admitted clips: here, in waves that suspend, or in groups as child flow runs.
 
-    A split clip stays here either way: its chunks are cut from the local copy this run holds.
+    A split clip stays here when spread: its chunks are cut from the local copy this run holds.
     """
+    if run.waves is not None:
+        for clip in admitted:
+            clip.release()  # a wave that finishes a clip fetches it again if its review needs it
+        await run.waves.go(every, new_record(every, planned))
+        return
     if run.children is None:
         await asyncio.gather(*(run.run(clip) for clip in admitted))
         return
@@ -414,7 +390,7 @@ async def _run_admitted(run: _Run, admitted: list[_Clip]) -> None:
     )
 
 
-async def _run_group(run: _Run, children: ChildRuns, index: int, group: list[_Clip]) -> None:
+async def _run_group(run: _Run, children: ChildRuns, index: int, group: list[BatchClip]) -> None:
     """One group as a child flow run: its asset ids, and their estimates as its budget."""
     estimates = [clip.estimated for clip in group]
     budget = sum(e for e in estimates if e is not None) if all(e is not None for e in estimates) else None
@@ -458,28 +434,38 @@ async def run_batch(recipe: ModelRecipe, options: BatchOptions) -> State[BatchRe
         The final state: Completed when no clip failed, Failed otherwise; its data is the BatchResult.
     """
     logger = get_run_logger()
-    started = time.monotonic()
+    started = time.time()
     name = model_name(recipe.model_id)
+    suspends = _suspends(options)
     # Checked first: a batch that cannot be spread must not have uploaded anything.
     deployment_id = None if options.dry_run else fan_out_deployment(options.clips_per_flow_run)
     credentials = await resolve_credentials(options.credentials)
     video_storage = await load_source_storage(options.video_storage)
     destination_storage = await load_destination_storage(options.destination_storage)
-    videos = await find_videos(options.videos, options.folder, options.pattern, video_storage)
-    clips = [_Clip(source=ClipSource.of(video, video_storage)) for video in videos]
+    flow_run_id = _flow_run_id()
+    record = await load_record(flow_run_id) if suspends else None
+    if record is not None:
+        # A resumed wave: the clips as the first attempt found and prepared them, nothing listed again.
+        clips = [BatchClip.restored(entry, video_storage) for entry in record.clips]
+        started = record.started_at
+    else:
+        videos = await find_videos(options.videos, options.folder, options.pattern, video_storage)
+        clips = [BatchClip(source=ClipSource.of(video, video_storage)) for video in videos]
     limit_name = options.concurrency_limit_name or None
     limit_size = None
     if limit_name is not None and not options.dry_run:
         limit_size = await ensure_global_concurrency_limit(limit_name, options.concurrency_limit)
     watch = CeilingWatch(limit_name=limit_name, limit_size=limit_size)
-    logger.info(
-        "%s batch: %d clip(s); budget %s; at most %s job(s) in flight (%s)",
-        name,
-        len(clips),
-        format_units(options.budget_creative_units, unit=True, missing="no limit"),
-        limit_size if limit_size is not None else "any number of",
-        f"global concurrency limit {limit_name!r}" if limit_name else "no global concurrency limit",
-    )
+    if record is None:
+        logger.info(
+            "%s batch: %d clip(s); budget %s; at most %s job(s) in flight (%s)%s",
+            name,
+            len(clips),
+            format_units(options.budget_creative_units, unit=True, missing="no limit"),
+            limit_size if limit_size is not None else "any number of",
+            f"global concurrency limit {limit_name!r}" if limit_name else "no global concurrency limit",
+            "; suspends while its jobs run" if suspends else "",
+        )
     progress = BatchProgress(total=len(clips))
     if clips:
         progress.artifact_id = await acreate_progress_artifact(
@@ -489,32 +475,49 @@ async def run_batch(recipe: ModelRecipe, options: BatchOptions) -> State[BatchRe
         )
     needs_estimates = options.budget_creative_units is not None or options.dry_run
     slots = SlotPool(limit_name, limit_size)
+    jobs = JobRunner(
+        credentials=credentials,
+        destination=options.destination,
+        destination_storage=destination_storage,
+        timeout_seconds=options.timeout_seconds,
+        reuse_across_runs=recipe.reuse_across_runs,
+        refresh=options.refresh,
+        submit=ceiling_aware_submit(watch),
+        # Suspended, the batch holds its slots as leases of its own (Waves), not in a live pool.
+        slots=None if suspends else slots,
+        # Inline, not a task run per wait: the batch's log, progress bar and table show every job.
+        wait_as_task=False,
+        # Unpriced clips (no budget) are priced by their submit: one task run fewer per clip.
+        estimate_as_task=False,
+    )
     run = _Run(
         recipe=recipe,
-        jobs=JobRunner(
-            credentials=credentials,
-            destination=options.destination,
-            destination_storage=destination_storage,
-            timeout_seconds=options.timeout_seconds,
-            reuse_across_runs=recipe.reuse_across_runs,
-            refresh=options.refresh,
-            submit=ceiling_aware_submit(watch),
-            slots=slots,
-            # Inline, not a task run per wait: the batch's log, progress bar and table show every job.
-            wait_as_task=False,
-            # Unpriced clips (no budget) are priced by their submit: one task run fewer per clip.
-            estimate_as_task=False,
-        ),
+        jobs=jobs,
         progress=progress,
         prepare_gate=asyncio.Semaphore(PREPARE_CONCURRENCY),
         needs_estimates=needs_estimates,
         children=_children(deployment_id),
         clips_per_flow_run=options.clips_per_flow_run or 1,
     )
+    if suspends:
+        run.waves = Waves(
+            jobs=jobs,
+            model_id=recipe.model_id,
+            leases=SlotLeases(limit_name, flow_run_id),
+            flow_run_id=flow_run_id,
+            finish=run.succeeded,
+            tick=progress.tick,
+            fetch_source=recipe.review_layers,
+        )
     # Job ids go onto the run's labels in the background: no slot waits on a label write.
     with deferred_job_labels():
         try:
-            planned = await _run_clips(run, clips, options.budget_creative_units, options.dry_run)
+            if record is not None and run.waves is not None:
+                await progress.tick(sum(1 for c in clips if c.result is not None))
+                await run.waves.go(clips, record)
+                planned = record.planned
+            else:
+                planned = await _run_clips(run, clips, options.budget_creative_units, options.dry_run)
         finally:
             await slots.aclose()  # every slot back to the limit
             await drain_job_labels()
@@ -538,7 +541,7 @@ async def run_batch(recipe: ModelRecipe, options: BatchOptions) -> State[BatchRe
         ceiling_refusals=watch.refusals,
         destination=options.destination,
         storage=destination_storage.get_block_type_slug() if destination_storage is not None else None,
-        duration_seconds=round(time.monotonic() - started, 3),
+        duration_seconds=round(time.time() - started, 3),
         dry_run=options.dry_run,
     )
     try:
@@ -551,6 +554,23 @@ async def run_batch(recipe: ModelRecipe, options: BatchOptions) -> State[BatchRe
         return Failed(message=message, data=result)
     logger.info(message)
     return Completed(message=message, data=result)
+
+
+def _suspends(options: BatchOptions) -> bool:
+    """True for a batch that suspends while its jobs run; refused at the door where it cannot."""
+    if options.wait == "suspend" and options.clips_per_flow_run:
+        raise InputValidationError(
+            "wait='suspend' with clips_per_flow_run: a spread batch waits on its child flow runs, and "
+            "cannot suspend while they run. Use one or the other. Nothing was uploaded or spent.",
+            field="wait",
+        )
+    return check_wait_mode(options.wait) == "suspend" and not options.dry_run
+
+
+def _flow_run_id() -> str:
+    context = FlowRunContext.get()
+    flow_run = context.flow_run if context is not None else None
+    return str(flow_run.id) if flow_run is not None else ""
 
 
 def _children(deployment_id: Any) -> ChildRuns | None:

@@ -72,6 +72,13 @@ SHARED_HELP: dict[str, str] = {
         "suspends and frees its worker until the job ends; `prefect-scenario watch` (or a webhook) "
         "resumes it, and nothing is bought again. Suspend needs a deployment run."
     ),
+    "batch_wait": (
+        '"inline": this run waits on its jobs until the last one ends. "suspend": it submits as many '
+        "clips as the concurrency limit has room for, suspends and frees its worker; each time one of "
+        "its jobs ends, `prefect-scenario watch` (or a webhook) resumes it to store what ended and "
+        "submit more. Nothing is bought twice. Needs a deployment run; clips that must be split run "
+        "only inline."
+    ),
     "clips_per_flow_run": (
         "Spread the batch over the work pool's workers: after the plan, the clips go this many at a "
         "time to child flow runs of this same deployment, each with its share of the budget. Empty: "

@@ -95,6 +95,7 @@ async def video_to_layers_batch(
     dry_run: bool = False,
     review: bool = True,
     clips_per_flow_run: int | None = None,
+    wait: str = "inline",
 ) -> State[BatchResult]:
     """Split every clip of a batch into layers with transparency.
 
@@ -121,6 +122,7 @@ async def video_to_layers_batch(
             Video work on the worker (in the overhead benchmark it took the batch's CPU from 13 s
             to 29 s for 50 short clips): turn it off for throughput.
         clips_per_flow_run: $clips_per_flow_run
+        wait: $batch_wait
 
     Returns:
         Completed when no clip failed, Failed otherwise; the state's result is the BatchResult.
@@ -180,6 +182,7 @@ async def aleph_edit_batch(
     fit_to_limits: bool = False,
     chunk_retries: int = DEFAULT_CHUNK_RETRIES,
     clips_per_flow_run: int | None = None,
+    wait: str = "inline",
 ) -> State[BatchResult]:
     """Edit every clip of a batch from one prompt with Runway Aleph 2.
 
@@ -210,6 +213,7 @@ async def aleph_edit_batch(
         chunk_retries: New jobs for a chunk whose job failed on Scenario's side. A split clip is
             never stitched from a partial set.
         clips_per_flow_run: $clips_per_flow_run
+        wait: $batch_wait
 
     Returns:
         Completed when no clip failed, Failed otherwise; the state's result is the BatchResult.

@@ -7,6 +7,7 @@ subprocesses) without touching anything this test did not start.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -129,6 +130,13 @@ class Stack:
 
     def logs(self) -> str:
         return "\n\n".join(f"===== {p.name} ({p.log}) =====\n{p.tail()}" for p in self.processes)
+
+
+def batch_table(stack: Stack, flow_run_id: str) -> list[dict[str, Any]]:
+    """The rows of a layers batch run's table artifact."""
+    artifacts = {a["key"]: a for a in stack.api.artifacts(flow_run_id) if a["key"]}
+    table = artifacts["video-to-layers-batch-clips"]["data"]
+    return list(json.loads(table) if isinstance(table, str) else table)
 
 
 def _process_files(name: str) -> Iterator[tuple[int, bytes]]:

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.e2e_stack import BIN, JOB_SECONDS, POOL, REPO, Process, Stack, processes_of_flow_run
+from e2e.e2e_stack import BIN, JOB_SECONDS, POOL, REPO, Process, Stack, batch_table, processes_of_flow_run
 from prefect_scenario import video
 from support.prefect_api import wait_for
 
@@ -129,12 +129,6 @@ def _runs_by_worker(workers: list[Process]) -> dict[str, set[str]]:
     return found
 
 
-def _table(stack: Stack, flow_run_id: str) -> list[dict[str, Any]]:
-    artifacts = {a["key"]: a for a in stack.api.artifacts(flow_run_id) if a["key"]}
-    table = artifacts["video-to-layers-batch-clips"]["data"]
-    return list(json.loads(table) if isinstance(table, str) else table)
-
-
 _READ_RESULT = """
 import asyncio, json, sys
 from uuid import UUID
@@ -198,7 +192,7 @@ def test_1_sixty_clips_over_three_workers_then_a_rerun_buys_nothing(
     assert stats["jobs_created"] == CLIPS
     assert stats["max_jobs_in_flight"] <= CEILING
     FIGURES["max_jobs_in_flight"] = stats["max_jobs_in_flight"]
-    rows = _table(stack, parent["id"])
+    rows = batch_table(stack, parent["id"])
     assert len(rows) == CLIPS
     assert {row["status"] for row in rows} == {"succeeded"}, rows
     FIGURES["outputs_checked"] = _check_outputs(stack, parent["id"])
@@ -222,7 +216,7 @@ def test_1_sixty_clips_over_three_workers_then_a_rerun_buys_nothing(
     again = stack.api.wait_until_final(rerun["id"], timeout=600)
     assert again["state_type"] == "COMPLETED", f"{again['state']}\n{stack.logs()}"
     assert _jobs(stack)["jobs_created"] == CLIPS
-    assert {row["status"] for row in _table(stack, rerun["id"])} == {"succeeded"}
+    assert {row["status"] for row in batch_table(stack, rerun["id"])} == {"succeeded"}
 
 
 def test_2_a_worker_killed_mid_batch_the_others_finish_it_and_nothing_is_bought_twice(
@@ -279,7 +273,7 @@ def test_2_a_worker_killed_mid_batch_the_others_finish_it_and_nothing_is_bought_
     final = stack.api.wait_until_final(parent["id"], timeout=900)
     assert final["state_type"] == "COMPLETED", f"{final['state']}\n{stack.logs()}"
     assert _jobs(stack)["jobs_created"] - before == CLIPS
-    rows = _table(stack, parent["id"])
+    rows = batch_table(stack, parent["id"])
     assert len(rows) == CLIPS
     assert {row["status"] for row in rows} == {"succeeded"}, rows
     assert _check_outputs(stack, parent["id"]) >= CLIPS

@@ -26,6 +26,7 @@ import signal
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,14 @@ from e2e.e2e_stack import (
     JOB_SECONDS,
     POOL,
     REPO,
+    Process,
     Stack,
+    batch_table,
     processes_of_flow_run,
     start_watcher,
 )
 from prefect_scenario import video
+from support.emulator import GENERATE_ROUTE
 from support.prefect_api import wait_for
 
 pytestmark = pytest.mark.slow
@@ -330,7 +334,7 @@ def test_6_a_suspended_run_cancelled_in_the_ui_has_its_job_cancelled_by_the_watc
             watcher.stop()
         assert cleared["state_type"] == "CANCELLED"
         assert _jobs_created(stack) - before == 1
-        logs = stack.api.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [created["id"]]}}})
+        logs = stack.api.logs_of(created["id"])
         assert any(job_id in log["message"] and "cancel" in log["message"].lower() for log in logs), [
             log["message"] for log in logs
         ]
@@ -346,3 +350,166 @@ def test_6_a_suspended_run_cancelled_in_the_ui_has_its_job_cancelled_by_the_watc
         assert "jobs of 0 cancelled run(s) cancelled" in again[1], again[1]
     finally:
         stack.emulator("POST", "config", {"allow_cancel": False, "job_seconds": SUSPEND_JOB_SECONDS})
+
+
+BATCH_CLIPS = 6
+BATCH_CEILING = 2
+BATCH_JOB_SECONDS = 6.0
+BATCH_LIMIT = "e2e-suspend-batch"
+
+
+def _batch_clips(folder: Path, count: int, seed: int) -> Path:
+    folder.mkdir()
+    for index in range(count):
+        video.make_sample_clip(
+            folder / f"wave-{index}.mp4", seconds=1.0, width=160, height=120, fps=12, seed=seed + index
+        )
+    return folder
+
+
+@pytest.fixture
+def batch_jobs(stack: Stack) -> Iterator[Process]:
+    """Short jobs, the emulator's ceiling at the batch's, and a watcher; all as before afterwards."""
+    stack.emulator("POST", "config", {"job_seconds": BATCH_JOB_SECONDS, "concurrency_ceiling": BATCH_CEILING})
+    watcher = start_watcher(stack, "watcher-batch")
+    yield watcher
+    watcher.stop()
+    stack.emulator("POST", "config", {"job_seconds": SUSPEND_JOB_SECONDS, "concurrency_ceiling": None})
+
+
+def _run_batch(stack: Stack, folder: Path, out: Path, **parameters: Any) -> dict[str, Any]:
+    deployment = stack.api.deployment("video-to-layers-batch", "on-demand")
+    return stack.api.run_like_the_ui(
+        deployment,
+        folder=str(folder),
+        destination=str(out),
+        max_layers=2,
+        budget_creative_units=None,
+        concurrency_limit_name=BATCH_LIMIT,
+        concurrency_limit=BATCH_CEILING,
+        **parameters,
+    )
+
+
+@dataclass
+class _Watched:
+    """A batch run sampled until it ended: its final state, and what was seen meanwhile."""
+
+    final: dict[str, Any]
+    seconds: float
+    processes_while_paused: list[int] = field(default_factory=list)
+    in_flight: list[int] = field(default_factory=list)
+
+
+def _watch_batch(
+    stack: Stack, flow_run_id: str, timeout: float = 300, until_paused: bool = False
+) -> _Watched:
+    """Sample the run's state, its processes and the emulator's jobs in flight every 0.3 s, until
+    it ended (or, ``until_paused``, until it has been seen suspended without its process)."""
+    started = time.monotonic()
+    watched = _Watched(final={}, seconds=0.0)
+    paused_since: float | None = None
+    while True:
+        run = stack.api.flow_run(flow_run_id)
+        if run["state_type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+            break
+        assert time.monotonic() - started < timeout, f"batch still {run['state']}\n{stack.logs()}"
+        watched.in_flight.append(int(stack.emulator("GET", "stats")["jobs_in_flight"]))
+        if run["state_type"] == "PAUSED":
+            paused_since = paused_since or time.monotonic()
+            # The process needs a moment to exit after the pause is set.
+            if time.monotonic() - paused_since > 3.0:
+                watched.processes_while_paused.append(len(processes_of_flow_run(flow_run_id)))
+                if until_paused:
+                    break
+        else:
+            paused_since = None
+        time.sleep(0.3)
+    watched.final = run
+    watched.seconds = round(time.monotonic() - started, 1)
+    return watched
+
+
+def _active_slots(stack: Stack, name: str) -> int:
+    return int(stack.api.get(f"/v2/concurrency_limits/{name}")["active_slots"])
+
+
+def _batch_outputs(out: Path) -> set[Path]:
+    """The folders holding a clip's layers: one per clip."""
+    return {p.parent for p in out.rglob("*") if p.is_file() and "-asset_" in p.name}
+
+
+def test_7_a_batch_suspends_between_waves_survives_a_kill_mid_wave_and_holds_no_process_meanwhile(
+    stack: Stack, tmp_path: Path, batch_jobs: Process
+) -> None:
+    """6 clips, a ceiling of 2 at the emulator and in the limit: 3 waves, each a resume. The second
+    wave's flow-run process is SIGKILLed while the emulator holds its first submit (the job is
+    being created), and the same flow run is scheduled again, as a retry would."""
+    folder = _batch_clips(tmp_path / "batch-clips", BATCH_CLIPS, seed=70)
+    out = stack.root / "suspend-batch"
+    before = _jobs_created(stack)
+    created = _run_batch(stack, folder, out, wait="suspend")
+    first_wave = _watch_batch(stack, created["id"], until_paused=True)
+    assert _jobs_created(stack) - before == BATCH_CEILING
+
+    # The next wave's first submit: the emulator holds it 6 s, then creates the job.
+    fired = dict(stack.emulator("GET", "stats").get("faults_fired") or {}).get("delay", 0)
+    stack.emulator("POST", "faults", {"route": GENERATE_ROUTE, "kind": "delay", "seconds": 6, "count": 1})
+    wait_for(
+        "the resumed wave's submit to be held",
+        lambda: (stack.emulator("GET", "stats").get("faults_fired") or {}).get("delay", 0) > fired or None,
+        120,
+    )
+    time.sleep(1.0)
+    # The crash is reported twice: by the flow-run executor at once, then by the worker once its
+    # on_crashed hooks ran. A retry scheduled before the worker's report would be marked Crashed.
+    worker = next(p for p in stack.processes if p.name.split(":")[0] == "worker" and p.popen.poll() is None)
+    reaped = "prefect.flow_runs.worker - Check whether the flow run exceeded"
+    seen = worker.log.read_text().count(reaped)
+    victims = processes_of_flow_run(created["id"])
+    assert victims, "no flow-run process during the wave"
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_for("the worker to reap the run", lambda: worker.log.read_text().count(reaped) > seen or None, 60)
+    crashed = stack.api.flow_run(created["id"])
+    assert crashed["state_type"] == "CRASHED", crashed["state"]
+    retry = {"state": {"type": "SCHEDULED", "name": "Retrying"}, "force": True}
+    stack.api.post(f"/flow_runs/{created['id']}/set_state", retry)
+
+    rest = _watch_batch(stack, created["id"])
+    final = rest.final
+    assert final["state_type"] == "COMPLETED", f"{final['state']}\n{stack.logs()}"
+    # One job per clip: the killed submit's job was adopted, never bought again.
+    assert _jobs_created(stack) - before == BATCH_CLIPS
+    pauses = [key for key in final["empirical_policy"]["pause_keys"] if key.startswith("scenario-wait-")]
+    paused = first_wave.processes_while_paused + rest.processes_while_paused
+    in_flight = first_wave.in_flight + rest.in_flight
+    FIGURES["batch_waves"] = {
+        "suspends": len(pauses),
+        "seconds": first_wave.seconds + rest.seconds,
+        "kill_to_end_seconds": round(time.monotonic() - killed_at, 1),
+        "paused_samples": len(paused),
+        "max_in_flight_sampled": max(in_flight),
+    }
+    # At most 2 jobs at once: three waves, each a suspend; no process while suspended.
+    assert len(pauses) >= BATCH_CLIPS // BATCH_CEILING - 1, pauses
+    assert paused, "the batch was never seen suspended"
+    assert set(paused) == {0}, paused
+    assert max(in_flight) <= BATCH_CEILING
+    # Every slot back to the limit, the killed wave's too (they were in the record).
+    assert _active_slots(stack, BATCH_LIMIT) == 0
+    rows = batch_table(stack, created["id"])
+    assert len(rows) == BATCH_CLIPS
+    assert {row["status"] for row in rows} == {"succeeded"}, rows
+    assert len(_batch_outputs(out)) == BATCH_CLIPS
+    # Each wave went on from the record: the folder was listed and the clips prepared once.
+    logs = [log["message"] for log in stack.api.logs_of(created["id"])]
+    assert sum("batch: 6 clip(s)" in line for line in logs) == 1, logs
+    assert sum(line.startswith("Wave ") for line in logs) >= len(pauses) + 1, logs
+
+    # A re-run with the same inputs (inline this time) reuses every job: none is bought.
+    again = _run_batch(stack, folder, out)
+    rerun = stack.api.wait_until_final(again["id"], timeout=180)
+    assert rerun["state_type"] == "COMPLETED", f"{rerun['state']}\n{stack.logs()}"
+    assert _jobs_created(stack) - before == BATCH_CLIPS

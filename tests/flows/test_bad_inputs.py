@@ -20,7 +20,7 @@ import pytest
 
 from prefect_scenario import video
 from prefect_scenario.errors import InputValidationError
-from prefect_scenario.flows import aleph_edit, video_to_layers
+from prefect_scenario.flows import aleph_edit, aleph_edit_batch, video_to_layers, video_to_layers_batch
 from prefect_scenario.validation import KeyframeSpec, PromptImageSpec
 from support.emulator import stats
 
@@ -149,6 +149,24 @@ def _cases(m: Media) -> list[tuple[str, Run, dict[str, Any], str]]:
             "max_layers is 11; Video to Layers takes 1 to 10",
         ),
         (
+            "a batch suspended outside a deployment",
+            video_to_layers_batch,
+            {"videos": [good], "wait": "suspend"},
+            "wait='suspend' cannot work here: this flow run has no deployment",
+        ),
+        (
+            "a spread batch that would suspend",
+            video_to_layers_batch,
+            {"videos": [good], "wait": "suspend", "clips_per_flow_run": 5},
+            "wait='suspend' with clips_per_flow_run: a spread batch waits on its child flow runs",
+        ),
+        (
+            "an unknown wait mode (batch)",
+            aleph_edit_batch,
+            {"videos": [good], "wait": "later"},
+            "wait must be one of 'inline', 'suspend', not 'later'",
+        ),
+        (
             "1001-character prompt",
             aleph_edit,
             {"video": good, "prompt": "snow " * 200 + "x"},
@@ -164,7 +182,7 @@ async def test_every_bad_input_fails_the_flow_with_its_own_message_and_costs_not
     for name, flow, arguments, expected in _cases(media):
         defaults: dict[str, Any] = (
             {"prompt": "make it a snowy night"}
-            if flow is aleph_edit
+            if flow in (aleph_edit, aleph_edit_batch)
             else {"separation_instruction": "each moving shape apart from the background"}
         )
         started = time.monotonic()

@@ -214,6 +214,11 @@ class PrefectAPI:
     def artifacts(self, flow_run_id: str) -> list[dict[str, Any]]:
         return list(self.post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}))
 
+    def logs_of(self, flow_run_id: str) -> list[dict[str, Any]]:
+        """The flow run's logs (its tasks' included), oldest first, up to 200 (the server's page)."""
+        body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "TIMESTAMP_ASC", "limit": 200}
+        return list(self.post("/logs/filter", body))
+
     def events(self, flow_run_id: str) -> list[dict[str, Any]]:
         since = _an_hour_ago().isoformat()
         body = {
