@@ -2,8 +2,9 @@
 
 Benchmarks: ``polling``, ``overhead``, ``memory``, ``scale``, ``watcher``, ``fleet`` (default: all six,
 in that order; ``fleet`` starts Prefect servers of its own, on SQLite and on PostgreSQL, after the
-shared one is stopped), and ``crash`` (kill -9 at every phase, a killed batch, a fault soak:
-``make soak``; only when named).
+shared one is stopped), and, only when named, ``suspend`` (a deployed batch in ``wait="inline"``
+and ``wait="suspend"`` mode at 50 and 200 clips, a server of its own; ~30 min) and ``crash`` (kill -9
+at every phase, a killed batch, a fault soak: ``make soak``).
 Writes ``<out>/latest.json`` and ``<out>/latest.md`` (``quick.json`` / ``quick.md`` with ``--quick``,
 so a smoke run never overwrites real figures). Running a subset keeps the other benchmarks' last
 results in the report, each with its own date.
@@ -25,13 +26,14 @@ from typing import Any
 from bench import report
 from bench._common import RESULTS_DIR, load_average, machine_facts, write_json
 
-BENCHMARKS = ("polling", "overhead", "memory", "scale", "watcher", "fleet", "crash")
+BENCHMARKS = ("polling", "overhead", "memory", "scale", "watcher", "fleet", "suspend", "crash")
 NEEDS_PREFECT = {"overhead", "memory", "scale", "watcher", "crash"}
 # Start servers of their own (SQLite and PostgreSQL side by side): run once the shared one is stopped,
 # so no idle third server competes with them for the CPUs.
-OWN_SERVERS = {"fleet"}
-# Run only when named: it measures safety, not speed, and takes as long as the others together.
-ONLY_WHEN_NAMED = {"crash"}
+OWN_SERVERS = {"fleet", "suspend"}
+# Run only when named: crash measures safety, not speed, and takes as long as the others together;
+# suspend takes ~30 min of 60 s jobs (2 modes x 50 and 200 clips), most of the default run again.
+ONLY_WHEN_NAMED = {"suspend", "crash"}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,6 +58,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--fleet-clips", type=int, default=None, help="clips of the fleet benchmark's batches (default 30)"
+    )
+    parser.add_argument(
+        "--suspend-clips",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="batch sizes of the suspend benchmark (default 50 200)",
+    )
+    parser.add_argument(
+        "--suspend-job-seconds",
+        type=float,
+        default=None,
+        help="emulator job time of the suspend benchmark (60)",
+    )
+    parser.add_argument(
+        "--suspend-ceiling",
+        type=int,
+        default=None,
+        help="custom-job ceiling and limit of the suspend benchmark (20)",
+    )
+    parser.add_argument(
+        "--suspend-interval",
+        type=float,
+        default=None,
+        help="the suspend benchmark's watcher sweep seconds (5)",
     )
     parser.add_argument("--profile", action="store_true", help="also record py-spy profiles (extra runs)")
     parser.add_argument(
@@ -199,6 +227,18 @@ def _run(
 
         return fleet.run(
             log_dir=log_dir, quick=args.quick, runs=args.runs, jobs=args.jobs, clips=args.fleet_clips
+        )
+    if name == "suspend":
+        from bench import suspend
+
+        return suspend.run(
+            log_dir=log_dir,
+            quick=args.quick,
+            sizes=tuple(args.suspend_clips) if args.suspend_clips else None,
+            job_seconds=args.suspend_job_seconds,
+            ceiling=args.suspend_ceiling,
+            sweep_seconds=args.suspend_interval,
+            database=args.database,
         )
     if name == "watcher":
         from bench import watcher

@@ -414,21 +414,47 @@ class _Fleet:
         self.deployment = self.api.call("GET", f"/deployments/name/{DEPLOYMENT}")
         self.setup_seconds["setup_seconds"] = round(time.monotonic() - started, 1)
 
+    def start(self, name: str, command: list[str], log: Path, marker: str) -> _Worker:
+        """A long-running process of the stack (a worker, a watcher), in a session of its own."""
+        handle = log.open("wb")
+        process = subprocess.Popen(
+            command,
+            cwd=self.workdir,
+            env={**self.env, WORKERS_MARKER: marker},
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return _Worker(name, process, log, handle)
+
+    def cancel_unfinished(self, run: dict[str, Any], row: dict[str, Any]) -> None:
+        """A run not terminal at its deadline: marked ``timed_out`` in ``row`` and cancelled."""
+        if run["state_type"] in TERMINAL:
+            return
+        row["timed_out"] = True
+        with contextlib.suppress(Exception):
+            self.api.call(
+                "POST", f"/flow_runs/{run['id']}/set_state", {"state": {"type": "CANCELLING"}, "force": True}
+            )
+
     def start_workers(self, count: int, marker: str) -> list[_Worker]:
         workers = []
         for number in range(1, count + 1):
             name = f"fleet-{count}w-{number}"
-            log = self.log_dir / f"fleet-worker-{count}w-{number}.log"
-            handle = log.open("wb")
-            process = subprocess.Popen(
-                [PREFECT, "worker", "start", "--pool", POOL, "--name", name, "--limit", str(WORKER_LIMIT)],
-                cwd=self.workdir,
-                env={**self.env, WORKERS_MARKER: marker},
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+            command = [
+                PREFECT,
+                "worker",
+                "start",
+                "--pool",
+                POOL,
+                "--name",
+                name,
+                "--limit",
+                str(WORKER_LIMIT),
+            ]
+            workers.append(
+                self.start(name, command, self.log_dir / f"fleet-worker-{count}w-{number}.log", marker)
             )
-            workers.append(_Worker(name, process, log, handle))
         deadline = time.monotonic() + 180
         names = {worker.name for worker in workers}
         while True:
@@ -490,14 +516,7 @@ class _Fleet:
             postgres_after = _cpu_with_reaped(self.postmaster)
             if postgres_before is not None and postgres_after is not None:
                 row["postgres_cpu_seconds"] = round(postgres_after - postgres_before, 2)
-            if final["state_type"] not in TERMINAL:
-                row["timed_out"] = True
-                with contextlib.suppress(Exception):
-                    self.api.call(
-                        "POST",
-                        f"/flow_runs/{parent['id']}/set_state",
-                        {"state": {"type": "CANCELLING"}, "force": True},
-                    )
+            self.cancel_unfinished(final, row)
             row.update(self._figures(final, len(clips), destination))
         finally:
             for worker in workers:
@@ -655,6 +674,43 @@ def _workers(
 # -- the section ----------------------------------------------------------------------------------
 
 
+@dataclass
+class Marked:
+    """What :func:`marked_section` gives its block: the marker, a work folder, the postmaster to check."""
+
+    marker: str
+    workdir: Path
+    postmaster: int | None = None
+
+
+@contextlib.contextmanager
+def marked_section(section: dict[str, Any], prefix: str) -> Iterator[Marked]:
+    """A section whose processes all carry a marker: at its end, any still alive is reported under
+    ``section["left_running"]`` and killed (the PostgreSQL server too, by ``postmaster``'s PID, since
+    it may run without the marker), and the work folder is removed.
+
+    Every process started in the block carries the marker (children inherit the environment); the
+    block must start a Prefect server of its own, not reuse one (``BENCH_PREFECT_API_URL`` is unset).
+    """
+    marked = Marked(uuid.uuid4().hex, Path(tempfile.mkdtemp(prefix=prefix)))
+    try:
+        with _environment(**{MARKER: marked.marker, "BENCH_PREFECT_API_URL": None}):
+            yield marked
+    finally:
+        # Servers, PostgreSQL and the emulator are stopped: nothing with the marker may be left.
+        time.sleep(1.0)
+        section["left_running"] = _kill_marked(MARKER, marked.marker)
+        from prefect_scenario.postgres import pid_alive
+
+        if marked.postmaster is not None and pid_alive(marked.postmaster):
+            section["left_running"].append(_describe(marked.postmaster))
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(marked.postmaster, signal.SIGKILL)
+        shutil.rmtree(marked.workdir, ignore_errors=True)
+    if section["left_running"]:
+        print(f"   processes left running (killed): {section['left_running']}", flush=True)
+
+
 def run(
     *,
     log_dir: Path,
@@ -669,80 +725,61 @@ def run(
     concurrency = 3 if quick else 10
     batch_clips = clips or (6 if quick else 30)
     timeout = 600.0 if quick else 900.0
-    marker = uuid.uuid4().hex
-    postmaster: int | None = None
-    workdir = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     section: dict[str, Any] = {
         "description": "the overhead workload on SQLite and on PostgreSQL side by side; a fan-out batch "
         "over 1, 2 and 3 process workers; each against the bare SDK script",
         "target_wall_ratio": TARGET_WALL_RATIO,
     }
-    try:
-        # Every process started from here on carries the marker (children inherit the environment);
-        # a server this section must start itself, not reuse.
-        with _environment(**{MARKER: marker, "BENCH_PREFECT_API_URL": None}), contextlib.ExitStack() as stack:
-            made = make_clips(
-                workdir / "clips", max(jobs, batch_clips), seconds=2.0, width=160, height=120, fps=12
+    with marked_section(section, "bench-fleet-") as marked, contextlib.ExitStack() as stack:
+        workdir, marker = marked.workdir, marked.marker
+        made = make_clips(
+            workdir / "clips", max(jobs, batch_clips), seconds=2.0, width=160, height=120, fps=12
+        )
+        servers: dict[str, Service] = {}
+        for database in DATABASES:
+            print(f"   starting a Prefect server on {database}...", flush=True)
+            servers[database] = stack.enter_context(
+                prefect_server(log_dir=log_dir / f"fleet-{database}", database=database)
             )
-            servers: dict[str, Service] = {}
-            for database in DATABASES:
-                print(f"   starting a Prefect server on {database}...", flush=True)
-                servers[database] = stack.enter_context(
-                    prefect_server(log_dir=log_dir / f"fleet-{database}", database=database)
-                )
-            section["servers"] = {
-                name: {"url": s.url, "startup_seconds": s.extra.get("startup_seconds")}
-                for name, s in servers.items()
-            }
-            postmaster = _postmaster(servers["postgresql"])
-            emu = stack.enter_context(
-                emulator(log_dir=log_dir / "fleet-emulator", job_seconds=JOB_SECONDS, fake_model="copy")
+        section["servers"] = {
+            name: {"url": s.url, "startup_seconds": s.extra.get("startup_seconds")}
+            for name, s in servers.items()
+        }
+        marked.postmaster = _postmaster(servers["postgresql"])
+        emu = stack.enter_context(
+            emulator(log_dir=log_dir / "fleet-emulator", job_seconds=JOB_SECONDS, fake_model="copy")
+        )
+        began = time.monotonic()
+        try:
+            section["databases"] = _databases(
+                servers,
+                emu,
+                made[:jobs],
+                runs=runs,
+                concurrency=concurrency,
+                log_dir=log_dir,
+                # The traced runs are diagnostics: not in a smoke run.
+                trace=not quick,
             )
-            began = time.monotonic()
-            try:
-                section["databases"] = _databases(
-                    servers,
-                    emu,
-                    made[:jobs],
-                    runs=runs,
-                    concurrency=concurrency,
-                    log_dir=log_dir,
-                    # The traced runs are diagnostics: not in a smoke run.
-                    trace=not quick,
-                )
-            except Exception as exc:
-                section["databases"] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
-                print(f"   databases FAILED: {section['databases']['error']}", flush=True)
-            section["databases"]["seconds"] = round(time.monotonic() - began, 1)
-            began = time.monotonic()
-            try:
-                section["workers"] = _workers(
-                    servers["postgresql"],
-                    emu,
-                    made[:batch_clips],
-                    workdir=workdir,
-                    log_dir=log_dir,
-                    marker=marker,
-                    timeout=timeout,
-                    # A smoke run: one batch, over the most workers (the spread is what to check).
-                    worker_counts=(max(WORKER_COUNTS),) if quick else WORKER_COUNTS,
-                )
-            except Exception as exc:
-                section["workers"] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
-                print(f"   workers FAILED: {section['workers']['error']}", flush=True)
-            section["workers"]["seconds"] = round(time.monotonic() - began, 1)
-    finally:
-        # Servers, PostgreSQL and the emulator are stopped: nothing with the marker may be left.
-        time.sleep(1.0)
-        section["left_running"] = _kill_marked(MARKER, marker)
-        from prefect_scenario.postgres import pid_alive
-
-        if postmaster is not None and pid_alive(postmaster):
-            # PostgreSQL runs as its own user, maybe without the marker: checked by its PID too.
-            section["left_running"].append(_describe(postmaster))
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(postmaster, signal.SIGKILL)
-        shutil.rmtree(workdir, ignore_errors=True)
-    if section["left_running"]:
-        print(f"   processes left running (killed): {section['left_running']}", flush=True)
+        except Exception as exc:
+            section["databases"] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+            print(f"   databases FAILED: {section['databases']['error']}", flush=True)
+        section["databases"]["seconds"] = round(time.monotonic() - began, 1)
+        began = time.monotonic()
+        try:
+            section["workers"] = _workers(
+                servers["postgresql"],
+                emu,
+                made[:batch_clips],
+                workdir=workdir,
+                log_dir=log_dir,
+                marker=marker,
+                timeout=timeout,
+                # A smoke run: one batch, over the most workers (the spread is what to check).
+                worker_counts=(max(WORKER_COUNTS),) if quick else WORKER_COUNTS,
+            )
+        except Exception as exc:
+            section["workers"] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+            print(f"   workers FAILED: {section['workers']['error']}", flush=True)
+        section["workers"]["seconds"] = round(time.monotonic() - began, 1)
     return section

@@ -9,7 +9,13 @@ from typing import Any
 from bench._common import human_bytes
 
 TARGET_WATCHER_PER_100 = 1.0
-TITLES = {"fleet": "Fleet: SQLite and PostgreSQL side by side, a batch over 1, 2 and 3 workers"}
+TITLES = {
+    "fleet": "Fleet: SQLite and PostgreSQL side by side, a batch over 1, 2 and 3 workers",
+    "suspend": "Suspend: a deployed batch waiting inline and suspended between wake-ups",
+}
+# A flow-run process exits a moment after its run is Paused (suspend, then the engine's teardown):
+# alive in Paused for longer than this is a process held through a wait.
+SUSPEND_EXIT_GRACE_SECONDS = 10.0
 
 
 def _fmt(value: Any, digits: int = 2, suffix: str = "") -> str:
@@ -62,6 +68,7 @@ def render(document: dict[str, Any]) -> str:
         ("scale", _scale),
         ("watcher", _watcher),
         ("fleet", _fleet),
+        ("suspend", _suspend),
         ("crash", _crash),
     ):
         section = benchmarks.get(name)
@@ -83,9 +90,20 @@ def render(document: dict[str, Any]) -> str:
 def _shared_server(document: dict[str, Any]) -> str:
     """The shared server's database; the fleet section starts servers of its own."""
     server = document.get("prefect_server")
-    if server is None and "fleet" in document.get("benchmarks", {}):
-        return "no shared server started by this invocation (the fleet section starts its own: SQLite and PostgreSQL)"
+    own = [name for name in ("fleet", "suspend") if name in document.get("benchmarks", {})]
+    if server is None and own:
+        return (
+            "no shared server started by this invocation (sections with servers of their own: "
+            + ", ".join(
+                f"{name} on {_OWN_DATABASES.get(name) or document['benchmarks'][name].get('database')}"
+                for name in own
+            )
+            + ")"
+        )
     return str((server or {}).get("database", "sqlite"))
+
+
+_OWN_DATABASES = {"fleet": "SQLite and PostgreSQL"}
 
 
 def _history(document: dict[str, Any]) -> list[str]:
@@ -169,6 +187,7 @@ def _summary_table(benchmarks: dict[str, Any]) -> list[str]:
             f"≤ {TARGET_WATCHER_PER_100:g} per 100 in flight | {_met(watcher['targets']['requests_per_100_in_flight']['met'])} |"
         )
     rows += _fleet_summary(benchmarks.get("fleet"))
+    rows += _suspend_summary(benchmarks.get("suspend"))
     return ["## Summary", "", *rows, ""]
 
 
@@ -728,6 +747,170 @@ def _fleet_workers(section: dict[str, Any]) -> list[str]:
         "",
         f"Jobs created = {section['clips']} in every run (batches and SDK runs): {_met(section.get('jobs_created_ok'))}. "
         f"The children's `budget_creative_units` (the parent ran with none): {', '.join(budgets) or '–'}.",
+        "",
+    ]
+    return lines
+
+
+# -- suspend ----------------------------------------------------------------------------------------
+
+SUSPEND_PER_CLIP = (
+    ("wall time (s)", "wall_seconds"),
+    ("Scenario API requests (≈ per job)", "api_requests"),
+    ("Prefect server CPU (s)", "prefect_server_cpu_seconds"),
+    ("flow CPU: the flow-run processes (s)", "flow_cpu_seconds"),
+    ("worker's own CPU (s)", "worker_cpu_seconds"),
+    ("watcher CPU (s)", "watcher_cpu_seconds"),
+    ("emulator CPU (s)", "emulator_cpu_seconds"),
+    ("flow-run process-seconds held", "process_seconds"),
+)
+
+
+def _suspend_verdict(row: dict[str, Any] | None) -> bool | None:
+    """The claim for one suspend run: completed, every output stored, no duplicate job, no flow-run
+    process alive through a wait (only for the moment it takes to exit after suspending)."""
+    if not row or "per_clip" not in row:
+        return None
+    processes = row.get("processes") or {}
+    return bool(
+        row.get("state") == "COMPLETED"
+        and row.get("all_outputs_stored")
+        and row.get("duplicate_jobs") == 0
+        and (row.get("suspends") or 0) > 0
+        and processes.get("paused_samples_with_0_alive", 0) > 0
+        and (processes.get("paused_alive_longest_seconds") or 0) <= SUSPEND_EXIT_GRACE_SECONDS
+    )
+
+
+def _suspend_rows(section: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    """The runs by (mode, clips), smaller batches first, inline before suspend."""
+    ordered = sorted(section.get("rows") or [], key=lambda row: (row["clips"], row["mode"] != "inline"))
+    return {(row["mode"], row["clips"]): row for row in ordered}
+
+
+def _suspend_summary(section: dict[str, Any] | None) -> list[str]:
+    if not section or "error" in section or not section.get("rows"):
+        return []
+    rows = _suspend_rows(section)
+    large = max(section["sizes"])
+    suspend, inline = rows.get(("suspend", large)) or {}, rows.get(("inline", large)) or {}
+
+    def figures(row: dict[str, Any]) -> str:
+        if "skipped" in row or "error" in row:
+            return f"skipped: {row['skipped']}" if "skipped" in row else "**failed**"
+        processes = row.get("processes") or {}
+        return (
+            f"{row.get('state')}, outputs of {row.get('clips_with_outputs')}/{row.get('clips')} clips, "
+            f"{row.get('duplicate_jobs')} duplicates, {_fmt(row.get('api_requests_per_job'), 1)} requests/job, "
+            f"{_fmt(processes.get('process_seconds'), 0)} process-s"
+        )
+
+    ratios = ((section.get("comparison") or {}).get("suspend_over_inline") or {}).get(str(large)) or {}
+    return [
+        f"| suspend, batch of {large} ({section['job_seconds']:g} s jobs, ceiling {section['ceiling']}) | "
+        f"suspend: {figures(suspend)} | inline: {figures(inline)} | process-s {_x(ratios.get('process_seconds'))}, "
+        f"server CPU {_x(ratios.get('prefect_server_cpu_seconds'))}, flow CPU {_x(ratios.get('flow_cpu_seconds'))} | "
+        f"completes, all stored, 0 duplicates, 0 flow-run processes alive while waiting | {_met(_suspend_verdict(suspend or None))} |"
+    ]
+
+
+def _suspend(section: dict[str, Any]) -> list[str]:
+    rows = _suspend_rows(section)
+    sizes = section["sizes"]
+    setup = section.get("setup") or {}
+    wait = section.get("wait_parameter") or {}
+    lines = [
+        f"`video-to-layers-batch/on-demand` run from the REST API (the UI's Run button) on a Prefect server of its own "
+        f"({section.get('database')}; `prefect deploy --all` {_fmt(setup.get('deploy_seconds'), 1)} s) with ONE process worker "
+        f"and `prefect-scenario watch --interval-seconds {section['sweep_seconds']:g}` beside it: {' and '.join(map(str, sizes))} "
+        f"distinct clips, {section['max_layers']} layers, emulator job time {section['job_seconds']:g} s, custom-job ceiling "
+        f"{section['ceiling']} (the emulator's) and `concurrency_limit={section['ceiling']}` on a limit of its own, "
+        f"`review=False`, no budget. One run per cell. Flow-run processes (the worker's children) and the run's state "
+        f"sampled every {section['sample_seconds']:g} s. The batch flows take `wait`: "
+        + ", ".join(f"{name} {'yes' if found else 'no'}" for name, found in wait.items())
+        + ".",
+        "",
+        "| mode, clips | state | wall (s) | jobs created / max in flight | duplicate jobs | clips with outputs stored | "
+        "suspends / resumes | flow-run processes started | process-s held | samples in Paused: 0 alive / alive (longest s) | "
+        "Scenario requests (per job) | Prefect server CPU (s) | flow CPU (s) | worker CPU (s) | watcher CPU (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows.values():
+        label = f"{row['mode']}, {row['clips']}"
+        if "skipped" in row or "error" in row:
+            why = f"skipped: {row['skipped']}" if "skipped" in row else f"**failed**: `{row['error'][:300]}`"
+            lines.append(f"| {label} | {why} |" + " – |" * 13)
+            continue
+        processes = row.get("processes") or {}
+        lines.append(
+            f"| {label} | {row.get('state')}{' (**timed out**)' if row.get('timed_out') else ''} | "
+            f"{_fmt(row.get('wall_seconds'), 1)} | {row.get('jobs_created')} / {row.get('max_jobs_in_flight')} | "
+            f"{row.get('duplicate_jobs')} | {row.get('clips_with_outputs')} of {row['clips']} ({row.get('outputs_stored')} files) | "
+            f"{row.get('suspends')} / {row.get('resumes')} | {processes.get('flow_processes_started')} | "
+            f"{_fmt(processes.get('process_seconds'), 1)} | {processes.get('paused_samples_with_0_alive')} / "
+            f"{processes.get('paused_samples_with_alive')} ({_fmt(processes.get('paused_alive_longest_seconds'), 1)}) | "
+            f"{row.get('api_requests')} ({_fmt(row.get('api_requests_per_job'), 1)}) | "
+            f"{_fmt(row.get('prefect_server_cpu_seconds'), 1)} | {_fmt(row.get('flow_cpu_seconds'), 1)} | "
+            f"{_fmt(row.get('worker_cpu_seconds'), 1)} | {_fmt(row.get('watcher_cpu_seconds'), 1)} |"
+        )
+    measured = [row for row in rows.values() if "per_clip" in row]
+    routes = sorted({route for row in measured for route in row.get("api_requests_by_route") or {}})
+    if routes:
+        lines += [
+            "",
+            "| Scenario API requests by route | "
+            + " | ".join(f"{r['mode']}, {r['clips']}" for r in measured)
+            + " |",
+            "|---|" + "---|" * len(measured),
+        ]
+        for route in routes:
+            lines.append(
+                f"| `{route}` | "
+                + " | ".join(str((r.get("api_requests_by_route") or {}).get(route, 0)) for r in measured)
+                + " |"
+            )
+    comparison = section.get("comparison") or {}
+    if measured and comparison:
+        small, large = comparison["small"], comparison["large"]
+        mode_ratio, size_ratio = comparison["suspend_over_inline"], comparison["large_over_small"]
+        header = [f"{mode}, {size}" for mode in ("inline", "suspend") for size in (small, large)]
+        lines += [
+            "",
+            f"Per clip, side by side; {large}/{small}: the larger batch's per-clip figure over the smaller's "
+            "(×1.00: proportional to the clips; below 1: a fixed cost spread over more clips); one more clip: "
+            f"the {large}-clip run's total less the {small}-clip run's, per extra clip (what a clip adds once the "
+            "fixed cost is paid); suspend/inline at each size.",
+            "",
+            "| per clip | "
+            + " | ".join(header)
+            + f" | inline {large}/{small} | suspend {large}/{small} | one more clip, inline / suspend | "
+            f"suspend/inline at {small} | at {large} |",
+            "|---|" + "---|" * (len(header) + 5),
+        ]
+        extra = comparison.get("marginal_per_clip") or {}
+        for title, key in SUSPEND_PER_CLIP:
+            cells = [
+                _fmt(((rows.get((mode, size)) or {}).get("per_clip") or {}).get(key), 3)
+                for mode in ("inline", "suspend")
+                for size in (small, large)
+            ]
+            lines.append(
+                f"| {title} | {' | '.join(cells)} | {_x(size_ratio['inline'].get(key))} | "
+                f"{_x(size_ratio['suspend'].get(key))} | {_fmt((extra.get('inline') or {}).get(key), 3)} / "
+                f"{_fmt((extra.get('suspend') or {}).get(key), 3)} | {_x(mode_ratio[str(small)].get(key))} | "
+                f"{_x(mode_ratio[str(large)].get(key))} |"
+            )
+    large = max(sizes)
+    verdict = _suspend_verdict(rows.get(("suspend", large)))
+    left = section.get("left_running")
+    lines += [
+        "",
+        f"Claim at {large} clips in suspend mode (completed, every clip's outputs stored, 0 duplicate jobs, suspended at "
+        f"least once, no flow-run process alive in Paused beyond {SUSPEND_EXIT_GRACE_SECONDS:g} s of its exit): "
+        + (_met(verdict) if verdict is not None else "not measured")
+        + ". Processes left running after the section: "
+        + (", ".join(f"`{item}`" for item in left) + " (killed)" if left else "none")
+        + ".",
         "",
     ]
     return lines

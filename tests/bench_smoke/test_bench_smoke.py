@@ -35,6 +35,7 @@ BENCH_MODULES = [
     "bench.report",
     "bench.scale",
     "bench.slots",
+    "bench.suspend",
     "bench.watcher",
 ]
 
@@ -100,16 +101,75 @@ def test_profile_and_dump_summaries_read_py_spy_output(tmp_path: Path) -> None:
     }
 
 
-def test_the_cli_lists_the_benchmarks_and_runs_crash_only_when_named() -> None:
-    from bench.__main__ import BENCHMARKS, ONLY_WHEN_NAMED, _parser
+def test_the_cli_lists_the_benchmarks_and_runs_crash_and_suspend_only_when_named() -> None:
+    from bench.__main__ import BENCHMARKS, ONLY_WHEN_NAMED, OWN_SERVERS, _parser
 
-    assert BENCHMARKS == ("polling", "overhead", "memory", "scale", "watcher", "fleet", "crash")
-    assert "crash" in ONLY_WHEN_NAMED
-    assert len(ONLY_WHEN_NAMED) == 1
+    assert BENCHMARKS == ("polling", "overhead", "memory", "scale", "watcher", "fleet", "suspend", "crash")
+    assert {"crash", "suspend"} == ONLY_WHEN_NAMED
+    assert {"fleet", "suspend"} == OWN_SERVERS
     args = _parser().parse_args(["polling", "--quick"])
     assert args.benchmarks == ["polling"]
     assert args.quick
     assert _parser().parse_args([]).benchmarks == []
+    args = _parser().parse_args(["suspend", "--suspend-clips", "50", "200", "--suspend-interval", "5"])
+    assert args.suspend_clips == [50, 200]
+    assert args.suspend_interval == 5.0
+
+
+def test_the_suspend_report_renders_measured_and_skipped_rows() -> None:
+    from bench.report import render
+    from bench.suspend import SKIPPED, _compare
+
+    def measured(mode: str, clips: int, process_seconds: float) -> dict[str, object]:
+        return {
+            "mode": mode,
+            "clips": clips,
+            "state": "COMPLETED",
+            "wall_seconds": 30.0,
+            "jobs_created": clips,
+            "max_jobs_in_flight": 3,
+            "duplicate_jobs": 0,
+            "clips_with_outputs": clips,
+            "outputs_stored": 3 * clips,
+            "all_outputs_stored": True,
+            "suspends": 0,
+            "resumes": 0,
+            "api_requests": 19 * clips,
+            "api_requests_per_job": 19.0,
+            "api_requests_by_route": {"GET /v1/jobs/{jobId}": 10 * clips},
+            "processes": {"process_seconds": process_seconds, "flow_processes_started": 1},
+            "per_clip": {"wall_seconds": 30.0 / clips, "process_seconds": process_seconds / clips},
+        }
+
+    rows = [
+        measured("inline", 6, 24.0),
+        {"mode": "suspend", "clips": 6, "skipped": SKIPPED},
+        {"mode": "suspend", "clips": 12, "skipped": SKIPPED},
+        measured("inline", 12, 48.0),
+    ]
+    section = {
+        "sizes": [6, 12],
+        "job_seconds": 5.0,
+        "ceiling": 3,
+        "sweep_seconds": 2.0,
+        "max_layers": 3,
+        "database": "sqlite",
+        "sample_seconds": 0.5,
+        "rows": rows,
+        "comparison": _compare(rows[::3], (6, 12)),
+        "left_running": [],
+    }
+    assert section["comparison"]["large_over_small"]["inline"]["process_seconds"] == 1.0
+    markdown = render({"machine": {}, "benchmarks": {"suspend": section}})
+    assert "## Suspend" in markdown
+    assert f"| suspend, 12 | skipped: {SKIPPED} |" in markdown
+    assert (
+        "| flow-run process-seconds held | 4.000 | 4.000 | – | – | ×1.00 | – | 4.000 / – | – | – |"
+        in markdown
+    )
+    # Smaller batches first, inline before suspend, whatever order they ran in.
+    assert markdown.index("| inline, 12 |") < markdown.index("| suspend, 12 |")
+    assert "suspend on sqlite" in markdown
 
 
 def test_whatif_accepts_only_the_trace_option() -> None:
