@@ -132,6 +132,46 @@ class Stack:
         return "\n\n".join(f"===== {p.name} ({p.log}) =====\n{p.tail()}" for p in self.processes)
 
 
+_READ_RESULT = """
+import asyncio, json, sys
+from uuid import UUID
+from prefect.client.orchestration import get_client
+
+async def main():
+    async with get_client() as client:
+        run = await client.read_flow_run(UUID(sys.argv[1]))
+    result = await run.state.aresult(raise_on_failure=False)
+    manifest = result.to_manifest() if hasattr(result, "to_manifest") else None
+    print(json.dumps({"result": result.model_dump(mode="json"), "manifest": manifest}))
+
+asyncio.run(main())
+"""
+
+
+def read_result(stack: Stack, flow_run_id: str) -> dict[str, Any]:
+    """A flow run's persisted result (``result``, as JSON) and its manifest (``manifest``, or None),
+    read as a user would: by another process, from the run's state on the server."""
+    done = subprocess.run(
+        [sys.executable, "-c", _READ_RESULT, flow_run_id],
+        env=stack.env,
+        cwd=stack.workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def start_layers_batch(stack: Stack, folder: Path, out: Path, **parameters: Any) -> dict[str, Any]:
+    """The layers batch deployment run over ``folder`` as the UI's Run button does, 2 layers a clip."""
+    deployment = stack.api.deployment("video-to-layers-batch", "on-demand")
+    return stack.api.run_like_the_ui(
+        deployment, **{"folder": str(folder), "destination": str(out), "max_layers": 2, **parameters}
+    )
+
+
 def batch_table(stack: Stack, flow_run_id: str) -> list[dict[str, Any]]:
     """The rows of a layers batch run's table artifact."""
     artifacts = {a["key"]: a for a in stack.api.artifacts(flow_run_id) if a["key"]}

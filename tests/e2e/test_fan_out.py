@@ -26,7 +26,18 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.e2e_stack import BIN, JOB_SECONDS, POOL, REPO, Process, Stack, batch_table, processes_of_flow_run
+from e2e.e2e_stack import (
+    BIN,
+    JOB_SECONDS,
+    POOL,
+    REPO,
+    Process,
+    Stack,
+    batch_table,
+    processes_of_flow_run,
+    read_result,
+    start_layers_batch,
+)
 from prefect_scenario import video
 from support.prefect_api import wait_for
 
@@ -97,18 +108,12 @@ def _clips(folder: Path, seed: int) -> Path:
 
 
 def _start_batch(stack: Stack, folder: Path, out: Path, **parameters: Any) -> dict[str, Any]:
-    deployment = stack.api.deployment("video-to-layers-batch", "on-demand")
-    return stack.api.run_like_the_ui(
-        deployment,
-        **parameters,
-        folder=str(folder),
-        destination=str(out),
-        max_layers=2,
-        clips_per_flow_run=PER_CHILD,
-        concurrency_limit_name=LIMIT_NAME,
-        concurrency_limit=CEILING,
-        review=False,
-    )
+    spread = {
+        "clips_per_flow_run": PER_CHILD,
+        "concurrency_limit_name": LIMIT_NAME,
+        "concurrency_limit": CEILING,
+    }
+    return start_layers_batch(stack, folder, out, **parameters, **spread, review=False)
 
 
 def _children(stack: Stack, parent_id: str) -> list[dict[str, Any]]:
@@ -129,37 +134,9 @@ def _runs_by_worker(workers: list[Process]) -> dict[str, set[str]]:
     return found
 
 
-_READ_RESULT = """
-import asyncio, json, sys
-from uuid import UUID
-from prefect.client.orchestration import get_client
-
-async def main():
-    async with get_client() as client:
-        run = await client.read_flow_run(UUID(sys.argv[1]))
-    result = await run.state.aresult(raise_on_failure=False)
-    print(json.dumps([clip.model_dump(mode="json") for clip in result.clips]))
-
-asyncio.run(main())
-"""
-
-
 def _check_outputs(stack: Stack, flow_run_id: str) -> int:
     """Every output of the batch's persisted result is stored with its sha256; returns their count."""
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-c", _READ_RESULT, flow_run_id],
-        env=stack.env,
-        cwd=stack.workdir,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    clips = json.loads(done.stdout.strip().splitlines()[-1])
+    clips = read_result(stack, flow_run_id)["result"]["clips"]
     assert len(clips) == CLIPS
     stored = 0
     for clip in clips:

@@ -20,6 +20,7 @@ Each test proves one promise with the processes a user has, killed the way they 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -42,6 +43,8 @@ from e2e.e2e_stack import (
     Stack,
     batch_table,
     processes_of_flow_run,
+    read_result,
+    start_layers_batch,
     start_watcher,
 )
 from prefect_scenario import video
@@ -65,7 +68,8 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A clip per test: uploads and jobs are cached by content."""
     folder = tmp_path_factory.mktemp("suspend-media")
     made = {}
-    for name, seed in (("resume", 41), ("wiped", 42), ("killed", 43), ("automation", 44), ("cancel", 45)):
+    names = ("resume", 41), ("wiped", 42), ("killed", 43), ("automation", 44), ("cancel", 45), ("aleph", 46)
+    for name, seed in (*names, ("aleph-failing", 47)):
         made[name] = folder / f"{name}.mp4"
         video.make_sample_clip(
             made[name], seconds=1.0, width=160, height=120, fps=12, moving_objects=1, seed=seed
@@ -378,17 +382,8 @@ def batch_jobs(stack: Stack) -> Iterator[Process]:
 
 
 def _run_batch(stack: Stack, folder: Path, out: Path, **parameters: Any) -> dict[str, Any]:
-    deployment = stack.api.deployment("video-to-layers-batch", "on-demand")
-    return stack.api.run_like_the_ui(
-        deployment,
-        folder=str(folder),
-        destination=str(out),
-        max_layers=2,
-        budget_creative_units=None,
-        concurrency_limit_name=BATCH_LIMIT,
-        concurrency_limit=BATCH_CEILING,
-        **parameters,
-    )
+    limit = {"concurrency_limit_name": BATCH_LIMIT, "concurrency_limit": BATCH_CEILING}
+    return start_layers_batch(stack, folder, out, budget_creative_units=None, **limit, **parameters)
 
 
 @dataclass
@@ -513,3 +508,59 @@ def test_7_a_batch_suspends_between_waves_survives_a_kill_mid_wave_and_holds_no_
     rerun = stack.api.wait_until_final(again["id"], timeout=180)
     assert rerun["state_type"] == "COMPLETED", f"{rerun['state']}\n{stack.logs()}"
     assert _jobs_created(stack) - before == BATCH_CLIPS
+
+
+def test_9_an_aleph_edit_suspends_and_resumes_and_a_failed_job_fails_it_with_its_error_and_hint(
+    stack: Stack, clips: dict[str, Path], slow_jobs: None
+) -> None:
+    error = "The edit could not keep the subject consistent"
+    hint = "Use a shorter clip or a simpler prompt"
+    chain = "video-to-layers after an aleph edit"
+    # A stored edit starts Video to Layers on it (prefect.yaml's trigger): not this test's jobs.
+    stack.prefect("automation", "pause", chain)
+    watcher = start_watcher(stack, "watcher-aleph")
+    try:
+        before = _jobs_created(stack)
+        deployment = stack.api.deployment("aleph-edit", "on-demand")
+        prompt = "turn it into a snowy night"
+        stack.emulator(
+            "POST", "faults", {"route": GENERATE_ROUTE, "kind": "fail_job", "error": error, "hint": hint}
+        )
+        failing = stack.api.run_like_the_ui(
+            deployment,
+            video=str(clips["aleph-failing"]),
+            prompt=prompt,
+            destination=str(stack.root / "aleph-f"),
+            wait="suspend",
+        )
+        _wait_suspended(stack, failing["id"])
+        out = stack.root / "aleph-suspend"
+        edit = stack.api.run_like_the_ui(
+            deployment, video=str(clips["aleph"]), prompt=prompt, destination=str(out), wait="suspend"
+        )
+        suspended = _wait_suspended(stack, edit["id"])
+        wait_for("the flow-run process to exit", lambda: not processes_of_flow_run(edit["id"]) or None, 30)
+        final = stack.api.wait_until_final(edit["id"], timeout=180)
+        failed = stack.api.wait_until_final(failing["id"], timeout=180)
+    finally:
+        watcher.stop()
+        stack.prefect("automation", "resume", chain)
+    assert final["state_type"] == "COMPLETED", f"{final['state']}\n{stack.logs()}"
+    assert final["labels"]["scenario.job_id"] == suspended["labels"]["scenario.paid.job"]
+    assert _jobs_created(stack) - before == 2
+    # The resumed run's outputs are the manifest's: every file there, with its size and sha256.
+    read = read_result(stack, edit["id"])
+    manifest = read["manifest"]
+    assert manifest["job_id"] == final["labels"]["scenario.job_id"]
+    assert manifest["status"] == "success"
+    assert manifest["outputs"]
+    for entry in manifest["outputs"]:
+        file = out / entry["path"]
+        assert file.stat().st_size == entry["size"]
+        assert hashlib.sha256(file.read_bytes()).hexdigest() == entry["sha256"]
+    # The failed job: the run was suspended, woken, and failed with the job's own error and hint.
+    assert failed["state_type"] == "FAILED", failed["state"]
+    assert any(key.startswith("scenario-wait-") for key in failed["empirical_policy"]["pause_keys"])
+    assert error in failed["state"]["message"], failed["state"]
+    logs = " ".join(log["message"] for log in stack.api.logs_of(failing["id"]))
+    assert hint in logs
