@@ -100,12 +100,14 @@ class WaveRecord(BaseModel):
         planned: the creative units its plan admitted.
         clips: every clip, decided or not.
         waves: how many attempts have run so far (this one included).
+        finished: every clip was decided and reported: a later attempt is a retry, not a wave.
     """
 
     started_at: float
     planned: float = 0.0
     clips: list[WaveClip]
     waves: int = 1
+    finished: bool = False
 
 
 def slot_of(given: str) -> str:
@@ -127,7 +129,8 @@ async def _record_store() -> Any:
 
 
 async def load_record(flow_run_id: str) -> WaveRecord | None:
-    """The record an earlier attempt of this flow run wrote; None for the first attempt.
+    """The record an earlier wave of this flow run wrote; None for the first attempt, and for a
+    retry of a batch that had finished (it starts over).
 
     Raises:
         Exception: a record that exists and cannot be read: the caller must not start over.
@@ -136,8 +139,8 @@ async def load_record(flow_run_id: str) -> WaveRecord | None:
     key = _record_key(flow_run_id)
     if not await store.aexists(key):
         return None
-    record = await store.aread(key)
-    return WaveRecord.model_validate(record.result)
+    record = WaveRecord.model_validate((await store.aread(key)).result)
+    return None if record.finished else record
 
 
 async def save_record(flow_run_id: str, record: WaveRecord) -> None:
@@ -193,8 +196,9 @@ class Waves:
             sum(1 for entry in record.clips if entry.result is None and entry.bought is None),
         )
         waited_for_room = False
+        # Journal slots of clips whose job failed, to empty with the next label write.
+        forgotten: list[str] = []
         while True:
-            forgotten: list[str] = []
             await self._finish_ended(clips, record, forgotten)
             newly = await self._submit(clips, record, journal)
             await save_record(self.flow_run_id, record)
@@ -203,6 +207,11 @@ class Waves:
             if not in_flight and not pending:
                 if forgotten:
                     await _clear_journal(forgotten)
+                # Every clip decided: an attempt after this one (a retry of the run) starts over,
+                # as an inline batch's retry does: stored clips come back from their submit's cache,
+                # and a clip whose job failed is paid for anew.
+                record.finished = True
+                await save_record(self.flow_run_id, record)
                 return
             if not in_flight:
                 # The limit is full of jobs that are not this batch's: nothing of ours will wake us.
@@ -243,6 +252,7 @@ class Waves:
                 wake_on="any",
             )
             # Only a refused pause (a key that fired already) comes back here: look again.
+            forgotten.clear()
             record.waves -= 1
 
     async def _ended(self, in_flight: list[WaveClip]) -> dict[str, Job]:

@@ -564,3 +564,28 @@ def test_9_an_aleph_edit_suspends_and_resumes_and_a_failed_job_fails_it_with_its
     assert error in failed["state"]["message"], failed["state"]
     logs = " ".join(log["message"] for log in stack.api.logs_of(failing["id"]))
     assert hint in logs
+
+
+def test_10_a_finished_suspended_batch_retried_buys_only_its_failed_clip_again(
+    stack: Stack, tmp_path: Path, batch_jobs: Process
+) -> None:
+    """As an inline batch's retry: the stored clip comes back from its submit, the failed one is
+    paid for anew (the record of a finished batch does not freeze its failures)."""
+    folder = _batch_clips(tmp_path / "batch-retried", 2, seed=90)
+    out = stack.root / "suspend-batch-retried"
+    before = _jobs_created(stack)
+    stack.emulator(
+        "POST", "faults", {"route": GENERATE_ROUTE, "kind": "fail_job", "error": "no motion found"}
+    )
+    created = _run_batch(stack, folder, out, wait="suspend")
+    first = stack.api.wait_until_final(created["id"], timeout=180)
+    assert first["state_type"] == "FAILED", first["state"]
+    assert sorted(row["status"] for row in batch_table(stack, created["id"])) == ["failed", "succeeded"]
+    assert _jobs_created(stack) - before == 2
+
+    retry = {"state": {"type": "SCHEDULED", "name": "AwaitingRetry"}, "force": True}
+    stack.api.post(f"/flow_runs/{created['id']}/set_state", retry)
+    final = stack.api.wait_until_final(created["id"], timeout=180)
+    assert final["state_type"] == "COMPLETED", f"{final['state']}\n{stack.logs()}"
+    assert _jobs_created(stack) - before == 3
+    assert len(_batch_outputs(out)) == 2
