@@ -438,8 +438,9 @@ def test_7_a_batch_suspends_between_waves_survives_a_kill_mid_wave_and_holds_no_
     stack: Stack, tmp_path: Path, batch_jobs: Process
 ) -> None:
     """6 clips, a ceiling of 2 at the emulator and in the limit: 3 waves, each a resume. The second
-    wave's flow-run process is SIGKILLed while the emulator holds its first submit (the job is
-    being created), and the same flow run is scheduled again, as a retry would."""
+    wave's flow-run process is SIGKILLed while the emulator holds its first POST /generate (one
+    clip's free estimate, in practice) and the other clip's submit goes through: a job of the wave
+    exists, its record does not. The same flow run is scheduled again, as a retry would."""
     folder = _batch_clips(tmp_path / "batch-clips", BATCH_CLIPS, seed=70)
     out = stack.root / "suspend-batch"
     before = _jobs_created(stack)
@@ -447,7 +448,7 @@ def test_7_a_batch_suspends_between_waves_survives_a_kill_mid_wave_and_holds_no_
     first_wave = _watch_batch(stack, created["id"], until_paused=True)
     assert _jobs_created(stack) - before == BATCH_CEILING
 
-    # The next wave's first submit: the emulator holds it 6 s, then creates the job.
+    # The next wave's first POST /generate (an estimate or a submit): the emulator holds it 6 s.
     fired = dict(stack.emulator("GET", "stats").get("faults_fired") or {}).get("delay", 0)
     stack.emulator("POST", "faults", {"route": GENERATE_ROUTE, "kind": "delay", "seconds": 6, "count": 1})
     wait_for(
