@@ -50,7 +50,7 @@ from prefect_scenario.concurrency import (
 from prefect_scenario.errors import InputValidationError
 from prefect_scenario.flows._arguments import RunChoices
 from prefect_scenario.flows._batch_clip import ERROR_CHARS, BatchClip, describe
-from prefect_scenario.flows._batch_waves import Waves, load_record, new_record
+from prefect_scenario.flows._batch_waves import BatchWaves, load_batch_record, new_record
 from prefect_scenario.flows._fan_out import ChildRuns, fan_out_deployment, groups_of
 from prefect_scenario.flows._job import JobRunner, PaidJob, ceiling_aware_submit
 from prefect_scenario.flows._suspend import check_wait_mode
@@ -77,6 +77,7 @@ from prefect_scenario.flows.result import (
 from prefect_scenario.formatting import format_units
 from prefect_scenario.job_labels import deferred_job_labels, drain_job_labels
 from prefect_scenario.manifest import SubmittedJob
+from prefect_scenario.run_context import current_flow_run_id
 from prefect_scenario.slot_leases import SlotLeases
 from prefect_scenario.slot_pool import SlotPool
 from prefect_scenario.storage import (
@@ -153,7 +154,7 @@ class _Run:
     needs_estimates: bool
     children: ChildRuns | None = None
     clips_per_flow_run: int = 1
-    waves: Waves | None = None
+    waves: BatchWaves | None = None
 
     async def prepare(self, clip: BatchClip) -> None:
         """Fetch, check and make one clip ready to pay for; a failure is recorded on the clip."""
@@ -442,8 +443,8 @@ async def run_batch(recipe: ModelRecipe, options: BatchOptions) -> State[BatchRe
     credentials = await resolve_credentials(options.credentials)
     video_storage = await load_source_storage(options.video_storage)
     destination_storage = await load_destination_storage(options.destination_storage)
-    flow_run_id = _flow_run_id()
-    record = await load_record(flow_run_id) if suspends else None
+    flow_run_id = current_flow_run_id() or ""
+    record = await load_batch_record(flow_run_id) if suspends else None
     if record is not None:
         # A resumed wave: the clips as the first attempt found and prepared them, nothing listed again.
         clips = [BatchClip.restored(entry, video_storage) for entry in record.clips]
@@ -500,7 +501,7 @@ async def run_batch(recipe: ModelRecipe, options: BatchOptions) -> State[BatchRe
         clips_per_flow_run=options.clips_per_flow_run or 1,
     )
     if suspends:
-        run.waves = Waves(
+        run.waves = BatchWaves(
             jobs=jobs,
             model_id=recipe.model_id,
             leases=SlotLeases(limit_name, flow_run_id),
@@ -565,12 +566,6 @@ def _suspends(options: BatchOptions) -> bool:
             field="wait",
         )
     return check_wait_mode(options.wait) == "suspend" and not options.dry_run
-
-
-def _flow_run_id() -> str:
-    context = FlowRunContext.get()
-    flow_run = context.flow_run if context is not None else None
-    return str(flow_run.id) if flow_run is not None else ""
 
 
 def _children(deployment_id: Any) -> ChildRuns | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,7 +62,15 @@ class BatchClip:
         values.setdefault("estimated_creative_units", self.estimated)
         return ClipResult(video=self.source.given, source=self.source.name, notes=list(self.notes), **values)
 
-    def failed(self, exc: BaseException, job_id: str | None = None) -> ClipResult:
+    @property
+    def label(self) -> str:
+        """The clip as logs name it."""
+        return f"Clip {self.source.name}"
+
+    def failed(
+        self, exc: BaseException, job_id: str | None = None, failed_job_ids: Sequence[str] = ()
+    ) -> ClipResult:
+        """Its result when ``exc`` ended it (a batch clip is never bought again: no failed jobs)."""
         return self.report(status=FAILED, job_id=job_id, error=describe(exc))
 
     def release(self) -> None:

@@ -70,7 +70,8 @@ SHARED_HELP: dict[str, str] = {
     "wait": (
         '"inline": the run polls until its job ends. "suspend": after the paid submit the run '
         "suspends and frees its worker until the job ends; `prefect-scenario watch` (or a webhook) "
-        "resumes it, and nothing is bought again. Suspend needs a deployment run."
+        "resumes it, and nothing is bought again. A clip split into chunks suspends between its "
+        "chunk jobs. Suspend needs a deployment run."
     ),
     "batch_wait": (
         '"inline": this run waits on its jobs until the last one ends. "suspend": it submits as many '

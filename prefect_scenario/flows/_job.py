@@ -286,7 +286,9 @@ class JobRunner:
                 never submitted again.
             Others: as in :meth:`run`.
         """
-        reuse = self.reuse_across_runs and not (fresh or self.refresh)
+        # A fresh job (after a failed one) keeps the cache key other runs look under: a rerun must
+        # find the new job, not buy a third. ``refresh_cache`` alone makes this submit pay.
+        reuse = self.reuse_across_runs and not self.refresh
         clock = clock or Stopwatch()
         with clock.phase("submit"):
             state: State[SubmittedJob] = await self._submit_task(fresh)(

@@ -22,8 +22,14 @@ from prefect_scenario.concurrency import (
     CeilingWatch,
     existing_limit_size,
 )
-from prefect_scenario.errors import InputValidationError
 from prefect_scenario.flows._arguments import options_from
+from prefect_scenario.flows._chunk_waves import (
+    ChunkRecord,
+    load_chunk_record,
+    new_chunk_record,
+    restored_plan,
+    run_chunk_waves,
+)
 from prefect_scenario.flows._common import (
     GenerationOptions,
     GenerationRequest,
@@ -33,21 +39,24 @@ from prefect_scenario.flows._common import (
     storage_slug,
 )
 from prefect_scenario.flows._flow import clip_run_name, scenario_flow
-from prefect_scenario.flows._job import ceiling_aware_submit
+from prefect_scenario.flows._job import JobRunner, ceiling_aware_submit
 from prefect_scenario.flows._stopwatch import Stopwatch
 from prefect_scenario.flows._suspend import check_wait_mode
 from prefect_scenario.flows.aleph_chunks import (
     DEFAULT_CHUNK_RETRIES,
     AlephEdit,
+    ChunkPlan,
     chunks_failure,
     finish_chunks,
     plan_chunks,
     run_chunks,
 )
 from prefect_scenario.flows.reporting import model_name
-from prefect_scenario.flows.result import ESTIMATED, ScenarioRunResult
+from prefect_scenario.flows.result import ESTIMATED, ChunkResult, ScenarioRunResult
 from prefect_scenario.formatting import format_units, mebibytes
 from prefect_scenario.models import ALEPH_MAX_VIDEO_BYTES, ALEPH_MODEL_ID, Keyframe, PromptImage
+from prefect_scenario.run_context import current_flow_run_id
+from prefect_scenario.slot_leases import SlotLeases
 from prefect_scenario.slot_pool import SlotPool
 from prefect_scenario.storage import load_destination_storage, load_source_storage, new_temp_dir
 from prefect_scenario.tasks import upload_image, upload_video
@@ -152,6 +161,50 @@ async def _chunk_slots(settings: ChunkSettings) -> SlotPool:
     return SlotPool(settings.concurrency_limit_name, min(size, parallel))
 
 
+def _log_chunk_jobs(plan: ChunkPlan, parallel: int | None, limit_name: str | None, *, suspends: bool) -> None:
+    get_run_logger().info(
+        "Running %d chunk jobs, at most %d at once%s%s",
+        len(plan.chunks),
+        parallel,
+        f", inside the global concurrency limit {limit_name!r}" if limit_name else "",
+        "; this flow run suspends while they run" if suspends else "",
+    )
+
+
+async def _chunks_in_waves(
+    plan: ChunkPlan,
+    record: ChunkRecord | None,
+    options: GenerationOptions,
+    settings: ChunkSettings,
+    clock: Stopwatch,
+) -> tuple[JobRunner, list[ChunkResult]]:
+    """The chunk jobs in ``wait="suspend"`` mode: bought in waves, the run suspended between them.
+
+    The chunks hold slots of the batches' limit (when it exists) as leases that outlive the
+    process, as a suspended batch's clips do; ``max_parallel_chunks`` bounds them either way.
+    """
+    flow_run_id = current_flow_run_id() or ""
+    parallel = max(1, settings.max_parallel_chunks)
+    size = await existing_limit_size(settings.concurrency_limit_name)
+    limit_name = settings.concurrency_limit_name if size is not None else None
+    if record is None:
+        _log_chunk_jobs(plan, parallel if size is None else min(size, parallel), limit_name, suspends=True)
+        record = new_chunk_record(plan)
+    watch = CeilingWatch(limit_name=limit_name, limit_size=size)
+    jobs = replace(options.runner(), submit=ceiling_aware_submit(watch))
+    with clock.phase("wait"):
+        results = await run_chunk_waves(
+            plan,
+            record,
+            jobs,
+            leases=SlotLeases(limit_name, flow_run_id),
+            flow_run_id=flow_run_id,
+            max_parallel=parallel,
+            retries=settings.chunk_retries,
+        )
+    return jobs, results
+
+
 async def edit_in_chunks(
     edit: AlephEdit,
     source: Path,
@@ -175,9 +228,15 @@ async def edit_in_chunks(
     logger = get_run_logger()
     name = model_name(ALEPH_MODEL_ID)
     scratch = new_temp_dir()
+    suspends = options.wait_mode == "suspend" and not options.dry_run
     try:
+        # A resumed wave: the chunks as the first attempt cut, uploaded and priced them.
+        record = await load_chunk_record(current_flow_run_id() or "") if suspends else None
         with clock.phase("prepare"):
-            plan = await plan_chunks(edit, source, probe, scratch, options.runner())
+            if record is None:
+                plan = await plan_chunks(edit, source, probe, scratch, options.runner())
+            else:
+                plan = restored_plan(record, edit, source, probe, scratch)
         check_budget(
             f"{name} on the whole clip ({len(plan.chunks)} chunks: {plan.estimates_line()})",
             plan.estimated,
@@ -208,17 +267,15 @@ async def edit_in_chunks(
                 **base, status=ESTIMATED, chunks=plan.dry_run_results(), timings=clock.timings()
             )
             return await report_run(request, options, result, clock)
-        async with await _chunk_slots(settings) as slots:
-            logger.info(
-                "Running %d chunk jobs, at most %d at once%s",
-                len(plan.chunks),
-                slots.size,
-                f", inside the global concurrency limit {slots.name!r}" if slots.name else "",
-            )
-            watch = CeilingWatch(limit_name=slots.name, limit_size=slots.size)
-            jobs = replace(options.runner(), submit=ceiling_aware_submit(watch), slots=slots)
-            with clock.phase("wait"):
-                results = await run_chunks(plan, jobs, retries=settings.chunk_retries)
+        if suspends:
+            jobs, results = await _chunks_in_waves(plan, record, options, settings, clock)
+        else:
+            async with await _chunk_slots(settings) as slots:
+                _log_chunk_jobs(plan, slots.size, slots.name, suspends=False)
+                watch = CeilingWatch(limit_name=slots.name, limit_size=slots.size)
+                jobs = replace(options.runner(), submit=ceiling_aware_submit(watch), slots=slots)
+                with clock.phase("wait"):
+                    results = await run_chunks(plan, jobs, retries=settings.chunk_retries)
         error = chunks_failure(results)
         if error is not None:
             result = ScenarioRunResult(**base, status="failure", chunks=results, timings=clock.timings())
@@ -374,13 +431,6 @@ async def aleph_edit(
         edit = AlephEdit(
             clip=clip, local=local, prompt=prompt, keyframes=keyframes, prompt_images=prompt_images, seed=seed
         )
-        if handling == "split" and wait_mode == "suspend":
-            raise InputValidationError(
-                f"Clip {clip.file_name} must be split into chunks, and a split edit cannot suspend yet "
-                "(its chunk jobs run under one concurrency slot pool): pass wait='inline' for this "
-                "clip, or a clip within Aleph's limits. Nothing was uploaded or spent.",
-                field="wait",
-            )
         if handling == "split":
             assert probe is not None
             assert local is not None

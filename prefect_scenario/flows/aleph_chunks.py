@@ -36,7 +36,7 @@ from prefect_scenario import video as media
 from prefect_scenario.blocks import ScenarioCredentials
 from prefect_scenario.clip_source import ClipSource
 from prefect_scenario.errors import ChunksFailedError, JobCanceledError, JobFailedError
-from prefect_scenario.flows._job import JobRunner
+from prefect_scenario.flows._job import JobRunner, PaidJob
 from prefect_scenario.flows.layers_review import Preview
 from prefect_scenario.flows.reporting import PREVIEW_MAX_BYTES, local_copies
 from prefect_scenario.flows.result import ESTIMATED, ChunkResult
@@ -120,13 +120,18 @@ class ChunkReferences:
 
 @dataclass
 class Chunk:
-    """One chunk of a split clip: its span, its file, its request and its estimate."""
+    """One chunk of a split clip: its span, its file, its request and its estimate.
+
+    ``path`` is None for a chunk a resumed attempt restored from its record (cut and uploaded by
+    the first attempt); ``result`` is set once the chunk's fate is known.
+    """
 
     span: media.ChunkSpan
-    path: Path
+    path: Path | None
     references: ChunkReferences
     body: dict[str, Any] = field(default_factory=dict)
     estimate: CostEstimate | None = None
+    result: ChunkResult | None = None
 
     @property
     def estimated(self) -> float | None:
@@ -138,7 +143,12 @@ class Chunk:
         """The chunk as logs name it."""
         return f"chunk {self.span.index} ({self.span.start_seconds:.2f}-{self.span.end_seconds:.2f} s)"
 
-    def result(self, **values: Any) -> ChunkResult:
+    @property
+    def label(self) -> str:
+        """The chunk as a log line starts with it."""
+        return f"Aleph {self.where}"
+
+    def report(self, **values: Any) -> ChunkResult:
         """This chunk's result with ``values`` (status, job, cost, outputs...)."""
         return ChunkResult(
             index=self.span.index,
@@ -148,6 +158,40 @@ class Chunk:
             estimated_creative_units=self.estimated,
             **values,
         )
+
+    def succeeded(self, paid: PaidJob, failed_job_ids: Sequence[str] = ()) -> ChunkResult:
+        """Its result once its job succeeded and its outputs are stored (logged)."""
+        get_run_logger().info(
+            "%s done: Scenario job %s, %s creative units%s",
+            self.label,
+            paid.job.job_id,
+            format_units(paid.billed),
+            " (reused: nothing spent)" if paid.reused else "",
+        )
+        return self.report(
+            status=paid.job.status.value,
+            job_id=paid.job.job_id,
+            creative_units_cost=paid.billed,
+            outputs=paid.outputs,
+            failed_job_ids=list(failed_job_ids),
+            reused=paid.reused,
+        )
+
+    def failed(
+        self, error: BaseException, job_id: str | None = None, failed_job_ids: Sequence[str] = ()
+    ) -> ChunkResult:
+        """Its result when ``error`` ended it (``failed_job_ids``: its earlier jobs, bought again)."""
+        text = " ".join(str(error).split()) or type(error).__name__
+        get_run_logger().error("%s failed: %s", self.label, text)
+        return self.report(
+            status="failure" if isinstance(error, JobFailedError) else "failed",
+            job_id=job_id,
+            failed_job_ids=list(failed_job_ids),
+            error=text,
+        )
+
+    def release(self) -> None:
+        """Nothing to remove: the chunk files live in the plan's scratch directory."""
 
 
 @dataclass(frozen=True)
@@ -183,7 +227,7 @@ class ChunkPlan:
 
     def dry_run_results(self) -> list[ChunkResult]:
         """Every chunk as a dry run reports it."""
-        return [chunk.result(status=ESTIMATED) for chunk in self.chunks]
+        return [chunk.report(status=ESTIMATED) for chunk in self.chunks]
 
 
 # -- mapping reference images to chunks --------------------------------------------------------
@@ -352,6 +396,7 @@ async def plan_chunks(
 
     async def upload(chunk: Chunk) -> None:
         async with gate:
+            assert chunk.path is not None
             asset_id = await ensure_uploaded(upload_video, str(chunk.path), credentials=jobs.credentials)
         chunk.body = _body(chunk, asset_id, image_ids, edit)
         if estimate:
@@ -373,17 +418,6 @@ async def plan_chunks(
 # -- running the chunks -----------------------------------------------------------------------------
 
 
-def _failed(chunk: Chunk, error: BaseException, job_id: str | None, failed_jobs: list[str]) -> ChunkResult:
-    text = " ".join(str(error).split()) or type(error).__name__
-    get_run_logger().error("Aleph %s failed: %s", chunk.where, text)
-    return chunk.result(
-        status="failure" if isinstance(error, JobFailedError) else "failed",
-        job_id=job_id,
-        failed_job_ids=failed_jobs,
-        error=text,
-    )
-
-
 async def _run_chunk(chunk: Chunk, jobs: JobRunner, retries: int) -> ChunkResult:
     """One chunk through the paid path, a server-side job failure retried as a new job."""
     logger = get_run_logger()
@@ -403,7 +437,7 @@ async def _run_chunk(chunk: Chunk, jobs: JobRunner, retries: int) -> ChunkResult
             )
         except JobCanceledError as exc:
             # Someone canceled it: running it again would go against them.
-            return _failed(chunk, exc, exc.job_id, failed_jobs)
+            return chunk.failed(exc, exc.job_id, failed_jobs)
         except JobFailedError as exc:
             failed_jobs.append(exc.job_id)
             if attempt < retries:
@@ -418,26 +452,12 @@ async def _run_chunk(chunk: Chunk, jobs: JobRunner, retries: int) -> ChunkResult
                     retries,
                 )
                 continue
-            return _failed(chunk, exc, exc.job_id, failed_jobs[:-1])
+            return chunk.failed(exc, exc.job_id, failed_jobs[:-1])
         except Exception as exc:
             # A refused request (400: the input's fault), a lost connection, a wait that timed out,
             # a lost download: another job would not help, or might be a second paid one.
-            return _failed(chunk, exc, seen[-1] if seen else None, failed_jobs)
-        logger.info(
-            "Aleph %s done: Scenario job %s, %s creative units%s",
-            chunk.where,
-            paid.job.job_id,
-            format_units(paid.billed),
-            " (reused: nothing spent)" if paid.reused else "",
-        )
-        return chunk.result(
-            status=paid.job.status.value,
-            job_id=paid.job.job_id,
-            creative_units_cost=paid.billed,
-            outputs=paid.outputs,
-            failed_job_ids=failed_jobs,
-            reused=paid.reused,
-        )
+            return chunk.failed(exc, seen[-1] if seen else None, failed_jobs)
+        return chunk.succeeded(paid, failed_jobs)
 
 
 async def run_chunks(plan: ChunkPlan, jobs: JobRunner, *, retries: int) -> list[ChunkResult]:

@@ -68,7 +68,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A clip per test: uploads and jobs are cached by content."""
     folder = tmp_path_factory.mktemp("suspend-media")
     made = {}
-    names = ("resume", 41), ("wiped", 42), ("killed", 43), ("automation", 44), ("cancel", 45), ("aleph", 46)
+    names = ("resume", 41), ("wiped", 42), ("killed", 43), ("automation", 44), ("cancel", 45)
     for name, seed in (*names, ("aleph-failing", 47)):
         made[name] = folder / f"{name}.mp4"
         video.make_sample_clip(
@@ -511,12 +511,19 @@ def test_7_a_batch_suspends_between_waves_survives_a_kill_mid_wave_and_holds_no_
     assert _jobs_created(stack) - before == BATCH_CLIPS
 
 
-def test_9_an_aleph_edit_suspends_and_resumes_and_a_failed_job_fails_it_with_its_error_and_hint(
-    stack: Stack, clips: dict[str, Path], slow_jobs: None
+def test_9_a_split_aleph_edit_suspends_between_chunk_waves_and_a_failed_job_fails_a_run_with_its_hint(
+    stack: Stack, clips: dict[str, Path], tmp_path: Path, slow_jobs: None
 ) -> None:
+    """Two Aleph runs in suspend mode side by side. A 75 s clip with audio, split in 3 chunks at most
+    2 at a time, its first chunk job failing on the server: it suspends between waves, the failed
+    chunk is bought again once, and the stitched edit (with the audio, within a frame of the source)
+    is stored; a rerun buys nothing. And a one-job edit whose job fails: woken, it fails with the
+    job's error, the hint in its logs."""
     error = "The edit could not keep the subject consistent"
     hint = "Use a shorter clip or a simpler prompt"
     chain = "video-to-layers after an aleph edit"
+    long_clip = tmp_path / "long-75s.mp4"
+    video.make_sample_clip(long_clip, seconds=75.0, width=160, height=120, fps=12, with_audio=True, seed=48)
     # A stored edit starts Video to Layers on it (prefect.yaml's trigger): not this test's jobs.
     stack.prefect("automation", "pause", chain)
     watcher = start_watcher(stack, "watcher-aleph")
@@ -524,9 +531,8 @@ def test_9_an_aleph_edit_suspends_and_resumes_and_a_failed_job_fails_it_with_its
         before = _jobs_created(stack)
         deployment = stack.api.deployment("aleph-edit", "on-demand")
         prompt = "turn it into a snowy night"
-        stack.emulator(
-            "POST", "faults", {"route": GENERATE_ROUTE, "kind": "fail_job", "error": error, "hint": hint}
-        )
+        fail = {"route": GENERATE_ROUTE, "kind": "fail_job", "error": error, "hint": hint}
+        stack.emulator("POST", "faults", fail)
         failing = stack.api.run_like_the_ui(
             deployment,
             video=str(clips["aleph-failing"]),
@@ -535,36 +541,55 @@ def test_9_an_aleph_edit_suspends_and_resumes_and_a_failed_job_fails_it_with_its
             wait="suspend",
         )
         _wait_suspended(stack, failing["id"])
-        out = stack.root / "aleph-suspend"
+        # The next job created is the split edit's first chunk: it fails, and is bought again.
+        stack.emulator("POST", "faults", {**fail, "error": "chunk failed", "hint": "try again"})
+        out = stack.root / "aleph-split-suspend"
+        split = {"allow_split": True, "seed": 11, "max_parallel_chunks": 2, "prompt": prompt}
         edit = stack.api.run_like_the_ui(
-            deployment, video=str(clips["aleph"]), prompt=prompt, destination=str(out), wait="suspend"
+            deployment, video=str(long_clip), destination=str(out), wait="suspend", **split
         )
-        suspended = _wait_suspended(stack, edit["id"])
+        _wait_suspended(stack, edit["id"], timeout=180)
         wait_for("the flow-run process to exit", lambda: not processes_of_flow_run(edit["id"]) or None, 30)
-        final = stack.api.wait_until_final(edit["id"], timeout=180)
+        final = stack.api.wait_until_final(edit["id"], timeout=400)
         failed = stack.api.wait_until_final(failing["id"], timeout=180)
+        bought = _jobs_created(stack) - before
+        stitched_edit = read_result(stack, edit["id"])["result"]
+        (stored,) = stitched_edit["outputs"]
+        stored_sha256 = hashlib.sha256((out / stored["path"]).read_bytes()).hexdigest()
+        # A rerun with the same inputs (inline) reuses every chunk's job, the retried one's too.
+        again = stack.api.run_like_the_ui(deployment, video=str(long_clip), destination=str(out), **split)
+        rerun = stack.api.wait_until_final(again["id"], timeout=180)
     finally:
         watcher.stop()
         stack.prefect("automation", "resume", chain)
     assert final["state_type"] == "COMPLETED", f"{final['state']}\n{stack.logs()}"
-    assert final["labels"]["scenario.job_id"] == suspended["labels"]["scenario.paid.job"]
-    assert _jobs_created(stack) - before == 2
-    # The resumed run's outputs are the manifest's: every file there, with its size and sha256.
-    read = read_result(stack, edit["id"])
-    manifest = read["manifest"]
-    assert manifest["job_id"] == final["labels"]["scenario.job_id"]
-    assert manifest["status"] == "success"
-    assert manifest["outputs"]
-    for entry in manifest["outputs"]:
-        file = out / entry["path"]
-        assert file.stat().st_size == entry["size"]
-        assert hashlib.sha256(file.read_bytes()).hexdigest() == entry["sha256"]
+    # The failing run's job, 3 chunk jobs and the failed chunk's second job.
+    assert bought == 5
+    assert rerun["state_type"] == "COMPLETED", f"{rerun['state']}\n{stack.logs()}"
+    assert _jobs_created(stack) - before == 5
+    pauses = [key for key in final["empirical_policy"]["pause_keys"] if key.startswith("scenario-wait-")]
+    assert len(pauses) >= 2, pauses  # 3 chunks, 2 at a time: at least two waves suspended
+    result = stitched_edit
+    chunks = result["chunks"]
+    assert [chunk["status"] for chunk in chunks] == ["success"] * 3, chunks
+    assert sorted(len(chunk["failed_job_ids"]) for chunk in chunks) == [0, 0, 1], chunks
+    assert len({chunk["job_id"] for chunk in chunks}) == 3
+    (stitched,) = result["outputs"]
+    file = out / stitched["path"]
+    assert stored_sha256 == stitched["sha256"]
+    source, edited = video.probe_video(long_clip), video.probe_video(file)
+    assert abs(edited.duration_seconds - source.duration_seconds) <= 1 / 12 + 1e-3
+    assert edited.has_audio
+    # Each wave went on from the record: the clip was split and uploaded once.
+    logs = [log["message"] for log in stack.api.logs_of(edit["id"])]
+    assert sum("is over Runway Aleph 2's limits" in line for line in logs) == 1, logs
+    assert sum(line.startswith("Wave ") for line in logs) >= len(pauses) + 1, logs
+
     # The failed job: the run was suspended, woken, and failed with the job's own error and hint.
     assert failed["state_type"] == "FAILED", failed["state"]
     assert any(key.startswith("scenario-wait-") for key in failed["empirical_policy"]["pause_keys"])
     assert error in failed["state"]["message"], failed["state"]
-    logs = " ".join(log["message"] for log in stack.api.logs_of(failing["id"]))
-    assert hint in logs
+    assert hint in " ".join(log["message"] for log in stack.api.logs_of(failing["id"]))
 
 
 def test_10_a_finished_suspended_batch_retried_buys_only_its_failed_clip_again(

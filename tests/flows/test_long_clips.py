@@ -314,6 +314,17 @@ async def test_a_chunk_failed_on_the_server_is_retried_as_a_new_job(
     assert stats(live_emulator)["jobs_created"] == 3
     stitched = video.probe_video(Path(result.outputs[0].location))
     assert abs(stitched.duration_seconds - video.probe_video(clip_31s).duration_seconds) <= 1 / FPS
+    # A rerun with the same inputs reuses both chunks' jobs, the retried chunk's new one included.
+    again = await aleph_edit(
+        str(clip_31s),
+        PROMPT,
+        seed=11,
+        destination=str(tmp_path / "out"),
+        credentials=credentials,
+        allow_split=True,
+    )
+    assert [c.job_id for c in again.chunks] == [c.job_id for c in result.chunks]
+    assert stats(live_emulator)["jobs_created"] == 3
 
 
 async def test_a_chunk_that_still_fails_fails_the_flow_and_nothing_is_stitched(
