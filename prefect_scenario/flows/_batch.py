@@ -50,7 +50,14 @@ from prefect_scenario.concurrency import (
 from prefect_scenario.errors import InputValidationError
 from prefect_scenario.flows._arguments import RunChoices
 from prefect_scenario.flows._batch_clip import ERROR_CHARS, BatchClip, describe
-from prefect_scenario.flows._batch_waves import BatchWaves, load_batch_record, new_record
+from prefect_scenario.flows._batch_waves import (
+    BatchWaves,
+    batch_waves,
+    load_batch_record,
+    new_record,
+    run_batch_waves,
+)
+from prefect_scenario.flows._chunk_waves import ChunkEntry, restored_plan
 from prefect_scenario.flows._fan_out import ChildRuns, fan_out_deployment, groups_of
 from prefect_scenario.flows._job import JobRunner, PaidJob, ceiling_aware_submit
 from prefect_scenario.flows._suspend import check_wait_mode
@@ -72,6 +79,7 @@ from prefect_scenario.flows.result import (
     SKIPPED_BUDGET,
     SUCCEEDED,
     BatchResult,
+    ChunkResult,
     ClipResult,
 )
 from prefect_scenario.formatting import format_units
@@ -172,13 +180,6 @@ class _Run:
         clip.local = await clip.source.fetch()
         probe = await asyncio.to_thread(recipe.check, clip.local)
         handling = recipe.handling(probe) if probe is not None else "as_is"
-        if handling == "split" and self.waves is not None:
-            raise InputValidationError(
-                f"Clip {clip.source.name} is over Runway Aleph 2's limits and must be edited in chunks, "
-                "which wait='suspend' does not do yet: run it in a batch with wait='inline' (or trim "
-                "it). Nothing was submitted for it.",
-                field="wait",
-            )
         if handling == "split":
             assert recipe.edit is not None
             assert clip.local is not None
@@ -287,6 +288,28 @@ class _Run:
 
     async def _run_chunks(self, clip: BatchClip, plan: ChunkPlan) -> ClipResult:
         results = await run_chunks(plan, self.jobs, retries=self.recipe.chunk_retries)
+        return await self._stitched(clip, plan, results)
+
+    async def stitch(self, clip: BatchClip, chunks: list[ChunkEntry]) -> ClipResult:
+        """A suspended batch's split clip once its chunks' waves are over: stitched as inline."""
+        try:
+            local = clip.local = clip.local or await clip.source.fetch()
+            assert local is not None  # a split clip was probed: it is a file, never an asset id
+            probe = await asyncio.to_thread(self.recipe.check, local)
+            assert probe is not None
+            assert self.recipe.edit is not None
+            clip.scratch = new_temp_dir()
+            edit = self.recipe.edit(clip.source, local)
+            clip.chunks = restored_plan(chunks, edit, local, probe, clip.scratch)
+            results = [chunk.result for chunk in chunks if chunk.result is not None]
+            return await self._stitched(clip, clip.chunks, results)
+        except Exception as exc:
+            get_run_logger().error("Clip %s failed: %s", clip.source.name, describe(exc))
+            return clip.failed(exc)
+        finally:
+            clip.release()
+
+    async def _stitched(self, clip: BatchClip, plan: ChunkPlan, results: list[ChunkResult]) -> ClipResult:
         job_ids = [c.job_id or "" for c in results]
         error = chunks_failure(results)
         if error is not None:
@@ -370,7 +393,9 @@ async def _run_admitted(run: _Run, admitted: list[BatchClip], every: list[BatchC
     if run.waves is not None:
         for clip in admitted:
             clip.release()  # a wave that finishes a clip fetches it again if its review needs it
-        await run.waves.go(every, new_record(every, planned))
+        await run_batch_waves(
+            run.waves, every, new_record(every, planned, run.recipe.chunk_retries), run.stitch
+        )
         return
     if run.children is None:
         await asyncio.gather(*(run.run(clip) for clip in admitted))
@@ -501,13 +526,13 @@ async def run_batch(recipe: ModelRecipe, options: BatchOptions) -> State[BatchRe
         clips_per_flow_run=options.clips_per_flow_run or 1,
     )
     if suspends:
-        run.waves = BatchWaves(
-            jobs=jobs,
-            model_id=recipe.model_id,
-            leases=SlotLeases(limit_name, flow_run_id),
-            flow_run_id=flow_run_id,
-            finish=run.succeeded,
-            tick=progress.tick,
+        run.waves = batch_waves(
+            jobs,
+            recipe.model_id,
+            SlotLeases(limit_name, flow_run_id),
+            flow_run_id,
+            run.succeeded,
+            progress.tick,
             fetch_source=recipe.review_layers,
         )
     # Job ids go onto the run's labels in the background: no slot waits on a label write.
@@ -515,7 +540,7 @@ async def run_batch(recipe: ModelRecipe, options: BatchOptions) -> State[BatchRe
         try:
             if record is not None and run.waves is not None:
                 await progress.tick(sum(1 for c in clips if c.result is not None))
-                await run.waves.go(clips, record)
+                await run_batch_waves(run.waves, clips, record, run.stitch)
                 planned = record.planned
             else:
                 planned = await _run_clips(run, clips, options.budget_creative_units, options.dry_run)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from prefect_scenario import video as media
 from prefect_scenario.flows._job import JobRunner, PaidJob
@@ -30,15 +31,23 @@ class ChunkEntry(WaveEntry[ChunkResult]):
 
     Attributes:
         span: where the chunk lies in the source.
+        slot_prefix: its journal slot's prefix (a batch clip's chunks: the clip's own slot).
         Others: as :class:`~prefect_scenario.flows._waves.WaveEntry` (request, estimate, job, lease,
             the jobs that failed before).
     """
 
     span: media.ChunkSpan
 
+    slot_prefix: str = "chunk"
+
     @property
     def slot(self) -> str:
-        return f"chunk-{self.span.index}"
+        return f"{self.slot_prefix}-{self.span.index}"
+
+    @property
+    def delivers(self) -> bool:
+        # Settled once the stitched edit is stored: until then a rerun must find the chunk's job.
+        return False
 
 
 ChunkRecord = WaveRecord[ChunkEntry]
@@ -53,22 +62,28 @@ async def load_chunk_record(flow_run_id: str) -> ChunkRecord | None:
     return await load_record(record_key(flow_run_id), ChunkRecord)
 
 
-def new_chunk_record(plan: ChunkPlan) -> ChunkRecord:
+def chunk_entries(plan: ChunkPlan, retries: int, slot_prefix: str = "chunk") -> list[ChunkEntry]:
+    """Every chunk of ``plan`` as its record keeps it, before its first wave."""
+    return [
+        ChunkEntry(
+            span=chunk.span,
+            body=chunk.body,
+            estimate=chunk.estimate,
+            retries=retries,
+            slot_prefix=slot_prefix,
+        )
+        for chunk in plan.chunks
+    ]
+
+
+def new_chunk_record(plan: ChunkPlan, retries: int) -> ChunkRecord:
     """The record of a split edit about to run its first wave: every chunk as planned."""
-    return ChunkRecord(
-        started_at=time.time(),
-        planned=plan.estimated,
-        clips=[
-            ChunkEntry(span=chunk.span, body=chunk.body, estimate=chunk.estimate) for chunk in plan.chunks
-        ],
-    )
+    return ChunkRecord(started_at=time.time(), planned=plan.estimated, clips=chunk_entries(plan, retries))
 
 
-def restored_plan(
-    record: ChunkRecord, edit: AlephEdit, source: Path, probe: media.VideoProbe, scratch: Path
-) -> ChunkPlan:
-    """The plan as the first attempt made it: the chunks' requests, without their files (uploaded)."""
-    chunks = [
+def restored_chunks(entries: list[ChunkEntry]) -> list[Chunk]:
+    """The chunks as the first attempt planned them: their requests, without their files (uploaded)."""
+    return [
         Chunk(
             span=entry.span,
             path=None,
@@ -77,9 +92,20 @@ def restored_plan(
             estimate=entry.estimate,
             result=entry.result,
         )
-        for entry in record.clips
+        for entry in entries
     ]
-    return ChunkPlan(edit=edit, source=source, probe=probe, chunks=chunks, scratch=scratch)
+
+
+def restored_plan(
+    entries: list[ChunkEntry], edit: AlephEdit, source: Path, probe: media.VideoProbe, scratch: Path
+) -> ChunkPlan:
+    """The plan as the first attempt made it: the chunks' requests, without their files (uploaded)."""
+    return ChunkPlan(edit=edit, source=source, probe=probe, chunks=restored_chunks(entries), scratch=scratch)
+
+
+async def finish_chunk(chunk: Chunk, paid: PaidJob, entry: WaveEntry[Any]) -> ChunkResult:
+    """A chunk's result once its job succeeded and its outputs are stored."""
+    return chunk.succeeded(paid, entry.failed_job_ids)
 
 
 async def run_chunk_waves(
@@ -90,29 +116,23 @@ async def run_chunk_waves(
     leases: SlotLeases,
     flow_run_id: str,
     max_parallel: int,
-    retries: int,
 ) -> list[ChunkResult]:
     """Every chunk's job, in waves that suspend; one result per chunk once all are decided.
 
     Not delivered here: the chunks' jobs are settled once the stitched edit is stored.
     """
 
-    async def finish(chunk: Chunk, paid: PaidJob) -> ChunkResult:
-        return chunk.succeeded(paid, record.clips[chunk.span.index].failed_job_ids)
-
-    async def tick() -> None:
+    async def tick(chunk: Chunk) -> None:
         return None
 
     waves: Waves[Chunk, ChunkResult] = Waves(
-        jobs=jobs,
-        model_id=ALEPH_MODEL_ID,
-        leases=leases,
-        record_key=record_key(flow_run_id),
-        finish=finish,
-        tick=tick,
+        jobs,
+        ALEPH_MODEL_ID,
+        leases,
+        record_key(flow_run_id),
+        finish_chunk,
+        tick,
         max_in_flight=max(1, max_parallel),
-        retries=retries,
-        deliver=False,
     )
     await waves.go(plan.chunks, record)
     return [entry.result for entry in record.clips if entry.result is not None]
@@ -121,8 +141,11 @@ async def run_chunk_waves(
 __all__ = [
     "ChunkEntry",
     "ChunkRecord",
+    "chunk_entries",
+    "finish_chunk",
     "load_chunk_record",
     "new_chunk_record",
+    "restored_chunks",
     "restored_plan",
     "run_chunk_waves",
 ]

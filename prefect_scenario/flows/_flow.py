@@ -77,8 +77,8 @@ SHARED_HELP: dict[str, str] = {
         '"inline": this run waits on its jobs until the last one ends. "suspend": it submits as many '
         "clips as the concurrency limit has room for, suspends and frees its worker; each time one of "
         "its jobs ends, `prefect-scenario watch` (or a webhook) resumes it to store what ended and "
-        "submit more. Nothing is bought twice. Needs a deployment run; clips that must be split run "
-        "only inline."
+        "submit more; a clip split into chunks rides the same waves. Nothing is bought twice. Needs a "
+        "deployment run."
     ),
     "clips_per_flow_run": (
         "Spread the batch over the work pool's workers: after the plan, the clips go this many at a "

@@ -72,6 +72,7 @@ class WaveEntry(BaseModel, Generic[ResultT]):
         lease_id: the concurrency lease of its slot, taken before its submit and given back once
             its job ended ("" when it holds none).
         attempts: new jobs bought after its jobs failed on the server.
+        retries: how many such new jobs it may have (a chunk's ``chunk_retries``; a batch clip: 0).
         failed_job_ids: those failed jobs, oldest first.
         result: its outcome, once known.
     """
@@ -81,6 +82,7 @@ class WaveEntry(BaseModel, Generic[ResultT]):
     bought: Bought | None = None
     lease_id: str = ""
     attempts: int = 0
+    retries: int = 0
     failed_job_ids: list[str] = Field(default_factory=list)
     result: ResultT | None = None
 
@@ -88,6 +90,11 @@ class WaveEntry(BaseModel, Generic[ResultT]):
     def slot(self) -> str:
         """Its job's name in the flow run's journal (``scenario.paid.<slot>``)."""
         raise NotImplementedError
+
+    @property
+    def delivers(self) -> bool:
+        """Its stored outputs settle its ledger entry at once (a chunk's wait for the stitch)."""
+        return True
 
     @property
     def in_flight(self) -> bool:
@@ -193,53 +200,53 @@ class Waves(Generic[ItemT, ResultT]):
         model_id: the Scenario model.
         leases: the run's slots of the global concurrency limit.
         record_key: where the record lives (keyed by the flow run).
-        finish: makes an item's result from its stored job (the caller's reporting and review).
-        tick: counts an item decided (the caller's progress bar).
+        finish: makes an item's result from its stored job and its entry (the caller's reporting
+            and review).
+        tick: told each item decided (the caller's progress bar).
         max_in_flight: at most this many of its jobs in flight at once (None: the limit decides).
-        retries: new jobs for an entry whose job failed on the server (not one canceled).
-        deliver: stored outputs settle the job's ledger entry at once (False: the caller does, once
-            it used them, as a split edit after its stitch).
     """
 
     jobs: JobRunner
     model_id: str
     leases: SlotLeases
     record_key: str
-    finish: Callable[[ItemT, PaidJob], Awaitable[ResultT]]
-    tick: Callable[[], Awaitable[None]]
+    finish: Callable[[ItemT, PaidJob, WaveEntry[Any]], Awaitable[ResultT]]
+    tick: Callable[[ItemT], Awaitable[None]]
     max_in_flight: int | None = None
-    retries: int = 0
-    deliver: bool = True
 
     @property
     def credentials(self) -> ScenarioCredentials:
         return self.jobs.credentials
 
-    async def go(self, items: Sequence[ItemT], record: WaveRecord[Any]) -> None:
+    async def go(
+        self, items: Sequence[ItemT], record: WaveRecord[Any], entries: Sequence[WaveEntry[Any]] | None = None
+    ) -> None:
         """Run waves until every entry is decided; suspends (the process exits) while jobs run.
 
-        ``items`` and ``record.clips`` go in the same order; each item's ``result`` is set with its
-        entry's.
+        ``entries`` (by default ``record.clips``: they may be nested in it, as a split batch
+        clip's chunks) and ``items`` go in the same order; each item's ``result`` is set with its
+        entry's. ``record`` is what is saved.
         """
+        entries = list(record.clips if entries is None else entries)
         logger = run_logger()
         flow_run = await read_current_flow_run()
-        journal = {entry.slot: _journaled(flow_run.labels, entry) for entry in record.clips}
+        journal = {entry.slot: _journaled(flow_run.labels, entry) for entry in entries}
         logger.info(
             "Wave %d: %d finished, %d in flight, %d to submit",
             record.waves,
-            sum(1 for entry in record.clips if entry.result is not None),
-            sum(1 for entry in record.clips if entry.in_flight),
-            sum(1 for entry in record.clips if entry.pending),
+            sum(1 for entry in entries if entry.result is not None),
+            sum(1 for entry in entries if entry.in_flight),
+            sum(1 for entry in entries if entry.pending),
         )
         waited_for_room = False
         # Journal slots of entries whose job failed, to empty with the next label write.
         forgotten: list[str] = []
         while True:
-            await self._finish_ended(items, record, journal, forgotten)
-            newly = await self._submit(items, record, journal)
+            await self._finish_ended(items, entries, journal, forgotten)
+            newly = await self._submit(items, entries, record, journal)
             await save_record(self.record_key, record)
-            in_flight = [entry for entry in record.clips if entry.in_flight]
-            pending = [entry for entry in record.clips if entry.pending]
+            in_flight = [entry for entry in entries if entry.in_flight]
+            pending = [entry for entry in entries if entry.pending]
             if not in_flight and not pending:
                 if forgotten:
                     await _clear_journal(forgotten)
@@ -309,13 +316,11 @@ class Waves(Generic[ItemT, ResultT]):
     async def _finish_ended(
         self,
         items: Sequence[ItemT],
-        record: WaveRecord[Any],
+        entries: Sequence[WaveEntry[Any]],
         journal: dict[str, str | None],
         forgotten: list[str],
     ) -> None:
-        in_flight = [
-            (item, entry) for item, entry in zip(items, record.clips, strict=True) if entry.in_flight
-        ]
+        in_flight = [(item, entry) for item, entry in zip(items, entries, strict=True) if entry.in_flight]
         if not in_flight:
             return
         ended = await self._ended([entry for _, entry in in_flight])
@@ -354,7 +359,7 @@ class Waves(Generic[ItemT, ResultT]):
             except JobFailedError as exc:
                 forgotten.append(entry.slot)  # a retry of the run may buy anew, as inline
                 journal[entry.slot] = None
-                if not isinstance(exc, JobCanceledError) and entry.attempts < self.retries:
+                if not isinstance(exc, JobCanceledError) and entry.attempts < entry.retries:
                     # Submitted again as a new job by this wave's submits (the failed job created
                     # nothing to keep); a canceled one was someone's decision.
                     entry.attempts += 1
@@ -367,7 +372,7 @@ class Waves(Generic[ItemT, ResultT]):
                         job_id,
                         exc.error or "no reason given",
                         entry.attempts,
-                        self.retries,
+                        entry.retries,
                     )
                     return
                 raise
@@ -375,8 +380,8 @@ class Waves(Generic[ItemT, ResultT]):
                 # Terminal (or given up on): the slot goes back before the download.
                 await self.leases.release([entry.lease_id])
                 entry.lease_id = ""
-            paid = await self.jobs.store(bought, job, deliver=self.deliver)
-            item.result = await self.finish(item, paid)
+            paid = await self.jobs.store(bought, job, deliver=entry.delivers)
+            item.result = await self.finish(item, paid, entry)
         except Exception as exc:
             item.result = item.failed(exc, job_id, entry.failed_job_ids)
             run_logger().error(
@@ -386,19 +391,23 @@ class Waves(Generic[ItemT, ResultT]):
             if item.result is not None:
                 item.release()
         entry.result = item.result
-        await self.tick()
+        await self.tick(item)
 
     async def _submit(
-        self, items: Sequence[ItemT], record: WaveRecord[Any], journal: dict[str, str | None]
+        self,
+        items: Sequence[ItemT],
+        entries: Sequence[WaveEntry[Any]],
+        record: WaveRecord[Any],
+        journal: dict[str, str | None],
     ) -> int:
         """Submit as many waiting entries as there are free slots for; how many were.
 
         The slots are written into the record before any submit: an attempt that dies after
         taking them leaves them to the next attempt (renewed, not taken again), not to expire.
         """
-        pending = [(item, entry) for item, entry in zip(items, record.clips, strict=True) if entry.pending]
+        pending = [(item, entry) for item, entry in zip(items, entries, strict=True) if entry.pending]
         if self.max_in_flight is not None:
-            room = max(0, self.max_in_flight - sum(1 for entry in record.clips if entry.in_flight))
+            room = max(0, self.max_in_flight - sum(1 for entry in entries if entry.in_flight))
             pending = pending[:room]
         if not pending:
             return 0
@@ -442,7 +451,7 @@ class Waves(Generic[ItemT, ResultT]):
             item.result = entry.result = item.failed(exc, None, entry.failed_job_ids)
             run_logger().error("%s failed at its submit: %s", item.label, getattr(item.result, "error", exc))
             item.release()
-            await self.tick()
+            await self.tick(item)
             return 0
         return 1
 

@@ -189,7 +189,7 @@ async def _chunks_in_waves(
     limit_name = settings.concurrency_limit_name if size is not None else None
     if record is None:
         _log_chunk_jobs(plan, parallel if size is None else min(size, parallel), limit_name, suspends=True)
-        record = new_chunk_record(plan)
+        record = new_chunk_record(plan, settings.chunk_retries)
     watch = CeilingWatch(limit_name=limit_name, limit_size=size)
     jobs = replace(options.runner(), submit=ceiling_aware_submit(watch))
     with clock.phase("wait"):
@@ -200,7 +200,6 @@ async def _chunks_in_waves(
             leases=SlotLeases(limit_name, flow_run_id),
             flow_run_id=flow_run_id,
             max_parallel=parallel,
-            retries=settings.chunk_retries,
         )
     return jobs, results
 
@@ -236,7 +235,7 @@ async def edit_in_chunks(
             if record is None:
                 plan = await plan_chunks(edit, source, probe, scratch, options.runner())
             else:
-                plan = restored_plan(record, edit, source, probe, scratch)
+                plan = restored_plan(record.clips, edit, source, probe, scratch)
         check_budget(
             f"{name} on the whole clip ({len(plan.chunks)} chunks: {plan.estimates_line()})",
             plan.estimated,

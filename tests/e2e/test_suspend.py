@@ -15,7 +15,12 @@ Each test proves one promise with the processes a user has, killed the way they 
 5. the opt-in automation (``automations/resume-on-scenario-job.yaml``) resumes a run from the
    wake-up event alone, with no watcher running;
 6. a suspended run cancelled from the UI (Cancelled at once: no process, no hook) has its job
-   cancelled by the watcher, once, with the outcome in the run's logs.
+   cancelled by the watcher, once, with the outcome in the run's logs;
+7. a batch suspends between waves within its ceiling, and survives a SIGKILL mid-wave;
+9. a split Aleph edit suspends between its chunk waves, a failed chunk job bought again once, and
+   a one-job edit whose job failed fails with the job's error and hint;
+10. a finished suspended batch, retried, buys only its failed clip again;
+11. an Aleph batch with a long clip: its chunks ride the batch's waves, stitched at the end.
 """
 
 from __future__ import annotations
@@ -615,3 +620,60 @@ def test_10_a_finished_suspended_batch_retried_buys_only_its_failed_clip_again(
     assert final["state_type"] == "COMPLETED", f"{final['state']}\n{stack.logs()}"
     assert _jobs_created(stack) - before == 3
     assert len(_batch_outputs(out)) == 2
+
+
+def test_11_an_aleph_batch_suspends_with_a_long_clip_whose_chunks_ride_the_same_waves(
+    stack: Stack, tmp_path: Path, batch_jobs: Process
+) -> None:
+    """A 31 s clip with audio (2 chunks) and a short clip, a ceiling of 2: the chunks and the clip
+    share the waves and the limit; the long clip is stitched once its chunks ended; a rerun buys
+    nothing."""
+    chain = "video-to-layers after an aleph edit"
+    folder = tmp_path / "aleph-batch"
+    folder.mkdir()
+    long_clip = folder / "long-31s.mp4"
+    video.make_sample_clip(long_clip, seconds=31.0, width=160, height=120, fps=12, with_audio=True, seed=93)
+    video.make_sample_clip(folder / "short.mp4", seconds=1.0, width=160, height=120, fps=12, seed=94)
+    out = stack.root / "suspend-aleph-batch"
+    deployment = stack.api.deployment("aleph-edit-batch", "on-demand")
+    parameters = {
+        "folder": str(folder),
+        "destination": str(out),
+        "prompt": "turn it into a foggy morning",
+        "seed": 5,
+        "budget_creative_units": None,
+        "concurrency_limit_name": BATCH_LIMIT,
+        "concurrency_limit": BATCH_CEILING,
+    }
+    stack.prefect("automation", "pause", chain)
+    try:
+        before = _jobs_created(stack)
+        created = stack.api.run_like_the_ui(deployment, wait="suspend", **parameters)
+        final = stack.api.wait_until_final(created["id"], timeout=300)
+        assert final["state_type"] == "COMPLETED", f"{final['state']}\n{stack.logs()}"
+        bought = _jobs_created(stack) - before
+        again = stack.api.run_like_the_ui(deployment, **parameters)
+        rerun = stack.api.wait_until_final(again["id"], timeout=180)
+    finally:
+        stack.prefect("automation", "resume", chain)
+    assert bought == 3  # two chunks and the short clip
+    pauses = [key for key in final["empirical_policy"]["pause_keys"] if key.startswith("scenario-wait-")]
+    assert pauses, "the batch never suspended"
+    result = read_result(stack, created["id"])["result"]
+    by_clip = {Path(clip["video"]).name: clip for clip in result["clips"]}
+    assert {name: clip["status"] for name, clip in by_clip.items()} == {
+        "long-31s.mp4": "succeeded",
+        "short.mp4": "succeeded",
+    }
+    long_result = by_clip["long-31s.mp4"]
+    assert len(long_result["chunk_job_ids"]) == 2
+    assert any("split into 2 chunks" in note for note in long_result["notes"]), long_result["notes"]
+    (stitched,) = long_result["outputs"]
+    edited = video.probe_video(out / stitched["path"])
+    assert abs(edited.duration_seconds - video.probe_video(long_clip).duration_seconds) <= 1 / 12 + 1e-3
+    assert edited.has_audio
+    logs = [log["message"] for log in stack.api.logs_of(created["id"])]
+    assert sum("is over Runway Aleph 2's limits" in line for line in logs) == 1, logs
+    assert _active_slots(stack, BATCH_LIMIT) == 0
+    assert rerun["state_type"] == "COMPLETED", f"{rerun['state']}\n{stack.logs()}"
+    assert _jobs_created(stack) - before == 3
