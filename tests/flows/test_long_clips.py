@@ -294,14 +294,9 @@ async def test_a_chunk_failed_on_the_server_is_retried_as_a_new_job(
     live_emulator: Any, credentials: Any, clip_31s: Path, tmp_path: Path
 ) -> None:
     faults(live_emulator, {"route": GENERATE_ROUTE, "kind": "fail_job", "count": 1})
-    result = await aleph_edit(
-        str(clip_31s),
-        PROMPT,
-        seed=11,
-        destination=str(tmp_path / "out"),
-        credentials=credentials,
-        allow_split=True,
-    )
+    out = str(tmp_path / "out")
+    inputs = {"seed": 11, "destination": out, "credentials": credentials, "allow_split": True}
+    result = await aleph_edit(str(clip_31s), PROMPT, **inputs)
     assert len(result.chunks) == 2
     retried = [c for c in result.chunks if c.failed_job_ids]
     assert len(retried) == 1
@@ -315,14 +310,7 @@ async def test_a_chunk_failed_on_the_server_is_retried_as_a_new_job(
     stitched = video.probe_video(Path(result.outputs[0].location))
     assert abs(stitched.duration_seconds - video.probe_video(clip_31s).duration_seconds) <= 1 / FPS
     # A rerun with the same inputs reuses both chunks' jobs, the retried chunk's new one included.
-    again = await aleph_edit(
-        str(clip_31s),
-        PROMPT,
-        seed=11,
-        destination=str(tmp_path / "out"),
-        credentials=credentials,
-        allow_split=True,
-    )
+    again = await aleph_edit(str(clip_31s), PROMPT, **inputs)
     assert [c.job_id for c in again.chunks] == [c.job_id for c in result.chunks]
     assert stats(live_emulator)["jobs_created"] == 3
 
