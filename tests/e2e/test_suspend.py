@@ -73,7 +73,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A clip per test: uploads and jobs are cached by content."""
     folder = tmp_path_factory.mktemp("suspend-media")
     made = {}
-    names = ("resume", 41), ("wiped", 42), ("killed", 43), ("automation", 44), ("cancel", 45)
+    names = ("resume", 41), ("wiped", 42), ("killed", 43), ("automation", 44), ("cancel", 45), ("aleph", 46)
     for name, seed in (*names, ("aleph-failing", 47)):
         made[name] = folder / f"{name}.mp4"
         video.make_sample_clip(
@@ -519,10 +519,11 @@ def test_7_a_batch_suspends_between_waves_survives_a_kill_mid_wave_and_holds_no_
 def test_9_a_split_aleph_edit_suspends_between_chunk_waves_and_a_failed_job_fails_a_run_with_its_hint(
     stack: Stack, clips: dict[str, Path], tmp_path: Path, slow_jobs: None
 ) -> None:
-    """Two Aleph runs in suspend mode side by side. A 75 s clip with audio, split in 3 chunks at most
-    2 at a time, its first chunk job failing on the server: it suspends between waves, the failed
-    chunk is bought again once, and the stitched edit (with the audio, within a frame of the source)
-    is stored; a rerun buys nothing. And a one-job edit whose job fails: woken, it fails with the
+    """Three Aleph runs in suspend mode side by side. A one-job edit: its process gone while its
+    job runs, resumed, its outputs the manifest's, one job. A 75 s clip with audio, split in 3
+    chunks at most 2 at a time, its first chunk job failing on the server: it suspends between
+    waves, the failed chunk is bought again once, and the stitched edit (with the audio, within a
+    frame of the source) is stored. And a one-job edit whose job fails: woken, it fails with the
     job's error, the hint in its logs."""
     error = "The edit could not keep the subject consistent"
     hint = "Use a shorter clip or a simpler prompt"
@@ -555,33 +556,46 @@ def test_9_a_split_aleph_edit_suspends_between_chunk_waves_and_a_failed_job_fail
         )
         _wait_suspended(stack, edit["id"], timeout=180)
         wait_for("the flow-run process to exit", lambda: not processes_of_flow_run(edit["id"]) or None, 30)
+        # Both faults were taken: the one-job edit's job is its own.
+        one_out = stack.root / "aleph-suspend"
+        one = stack.api.run_like_the_ui(
+            deployment, video=str(clips["aleph"]), prompt=prompt, destination=str(one_out), wait="suspend"
+        )
+        suspended = _wait_suspended(stack, one["id"])
+        wait_for("the flow-run process to exit", lambda: not processes_of_flow_run(one["id"]) or None, 30)
         final = stack.api.wait_until_final(edit["id"], timeout=400)
+        one_final = stack.api.wait_until_final(one["id"], timeout=180)
         failed = stack.api.wait_until_final(failing["id"], timeout=180)
-        bought = _jobs_created(stack) - before
-        stitched_edit = read_result(stack, edit["id"])["result"]
-        (stored,) = stitched_edit["outputs"]
-        stored_sha256 = hashlib.sha256((out / stored["path"]).read_bytes()).hexdigest()
-        # A rerun with the same inputs (inline) reuses every chunk's job, the retried one's too.
-        again = stack.api.run_like_the_ui(deployment, video=str(long_clip), destination=str(out), **split)
-        rerun = stack.api.wait_until_final(again["id"], timeout=180)
     finally:
         watcher.stop()
         stack.prefect("automation", "resume", chain)
     assert final["state_type"] == "COMPLETED", f"{final['state']}\n{stack.logs()}"
-    # The failing run's job, 3 chunk jobs and the failed chunk's second job.
-    assert bought == 5
-    assert rerun["state_type"] == "COMPLETED", f"{rerun['state']}\n{stack.logs()}"
-    assert _jobs_created(stack) - before == 5
+    assert one_final["state_type"] == "COMPLETED", f"{one_final['state']}\n{stack.logs()}"
+    # The failing run's job, 3 chunk jobs and the failed chunk's second job, the one-job edit's.
+    assert _jobs_created(stack) - before == 6
+
+    # The one-job edit resumed with the job its first attempt bought; its outputs are the manifest's.
+    assert one_final["labels"]["scenario.job_id"] == suspended["labels"]["scenario.paid.job"]
+    manifest = read_result(stack, one["id"])["manifest"]
+    assert manifest["job_id"] == one_final["labels"]["scenario.job_id"]
+    assert manifest["status"] == "success"
+    assert manifest["outputs"]
+    for entry in manifest["outputs"]:
+        file = one_out / entry["path"]
+        assert file.stat().st_size == entry["size"]
+        assert hashlib.sha256(file.read_bytes()).hexdigest() == entry["sha256"]
+
+    # The split edit.
     pauses = [key for key in final["empirical_policy"]["pause_keys"] if key.startswith("scenario-wait-")]
     assert len(pauses) >= 2, pauses  # 3 chunks, 2 at a time: at least two waves suspended
-    result = stitched_edit
+    result = read_result(stack, edit["id"])["result"]
     chunks = result["chunks"]
     assert [chunk["status"] for chunk in chunks] == ["success"] * 3, chunks
     assert sorted(len(chunk["failed_job_ids"]) for chunk in chunks) == [0, 0, 1], chunks
     assert len({chunk["job_id"] for chunk in chunks}) == 3
     (stitched,) = result["outputs"]
     file = out / stitched["path"]
-    assert stored_sha256 == stitched["sha256"]
+    assert hashlib.sha256(file.read_bytes()).hexdigest() == stitched["sha256"]
     source, edited = video.probe_video(long_clip), video.probe_video(file)
     assert abs(edited.duration_seconds - source.duration_seconds) <= 1 / 12 + 1e-3
     assert edited.has_audio
