@@ -66,9 +66,11 @@ def _edit(clip: Path, out: Path) -> list[str]:
     return ["edit", str(clip), "--prompt", "a watercolor painting", "--out", str(out)]
 
 
-def kill_once_the_job_exists(args: list[str], env: dict[str, str], emulator: Any, log: Path) -> None:
-    """Start the CLI and SIGKILL its process group the moment the emulator has created the job."""
-    before = int(stats(emulator)["jobs_created"])
+def kill_once_the_job_exists(
+    args: list[str], env: dict[str, str], emulator: Any, log: Path, jobs: int = 1
+) -> None:
+    """Start the CLI and SIGKILL its process group the moment the emulator has created ``jobs`` jobs."""
+    target = int(stats(emulator)["jobs_created"]) + jobs
     with log.open("wb") as handle:
         process = subprocess.Popen(
             [sys.executable, "-m", "prefect_scenario.cli", *args],
@@ -80,7 +82,7 @@ def kill_once_the_job_exists(args: list[str], env: dict[str, str], emulator: Any
         )
     try:
         deadline = time.monotonic() + 240
-        while int(stats(emulator)["jobs_created"]) == before:
+        while int(stats(emulator)["jobs_created"]) < target:
             assert process.poll() is None, f"the run ended before its job existed:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, "no job was created in 240 s"
             time.sleep(0.01)
@@ -121,6 +123,28 @@ def test_kill_right_after_the_job_is_created_then_rerun_buys_nothing(
     killed = asyncio.run(flow_run(UUID(buyer["flow_run_id"])))
     assert killed.state.name == "Crashed", killed.state
     assert manifest["job_id"] in (killed.state.message or "")
+
+
+def test_kill_right_after_a_failed_chunk_is_bought_again_then_rerun_buys_nothing(
+    live_emulator: Any, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A split edit's chunk job fails on the server and is bought again as a new job; the process
+    is killed the moment that job exists. The rerun (same command, same seed) adopts it: 3 jobs."""
+    from prefect_scenario import video
+
+    clip = tmp_path / "long-31s.mp4"
+    video.make_sample_clip(clip, seconds=31.0, width=160, height=120, fps=12, with_audio=True, seed=31)
+    out = tmp_path / "out"
+    command = ["edit", str(clip), "--prompt", "a watercolor painting", "--seed", "11", "--out", str(out)]
+    faults(live_emulator, {"route": GENERATE_ROUTE, "kind": "fail_job", "count": 1})
+    # Two chunk jobs, one failing at once; the third job is its chunk's new one.
+    kill_once_the_job_exists(command, cli_env, live_emulator, tmp_path / "killed.log", jobs=3)
+    assert stats(live_emulator)["jobs_created"] == 3
+
+    done = run_cli(command, cli_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert stats(live_emulator)["jobs_created"] == 3
+    assert list(out.rglob("aleph-stitched-*/*.mp4")), done.stdout[-3000:]
 
 
 def test_lost_answer_with_the_listing_down_refuses_to_pay_then_adopts(
