@@ -20,9 +20,10 @@ Where: beside the persisted task results (Prefect's result storage, the same for
 shares results): a directory on the local disk, or a storage block such as an ``S3Bucket``. The
 local store serializes submits of one intent with ``flock`` (released by the kernel when a process
 dies, so a dead holder never blocks); an ``S3Bucket`` uses a lease object written with S3's
-conditional writes (exact), any other block a lease written then read back (best-effort). Entries
-hold ids, hashes, the request body (asset ids and text, as the API records them) and the
-credentials *scope*: never a secret.
+conditional writes (exact), any other block a lease written then read back (best-effort); a lease
+is renewed while its holder lives, so one whose machine died frees the intent within
+``LEASE_SECONDS``. Entries hold ids, hashes, the request body (asset ids and text, as the API
+records them) and the credentials *scope*: never a secret.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import socket
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -52,8 +53,11 @@ EntryState = Literal["submitting", "submitted", "delivered", "abandoned"]
 # How long a submit waits for another live process's submit of the same intent before giving up
 # (that one is inside its POST: seconds, at most the client's timeouts and one reconciliation).
 HOLD_TIMEOUT_SECONDS = 900.0
-# A block-store lease outlives any one submit's critical section; a holder that died frees it then.
-LEASE_SECONDS = 300.0
+# A block-store lease is written for LEASE_SECONDS and renewed every LEASE_RENEW_SECONDS while its
+# holder lives (its POST may take minutes: client timeouts, one reconciliation). A holder whose
+# machine died frees the intent within LEASE_SECONDS, not after the worst case of a whole submit.
+LEASE_SECONDS = 30.0
+LEASE_RENEW_SECONDS = 10.0
 
 _logger = logging.getLogger("prefect_scenario.ledger")
 
@@ -281,6 +285,46 @@ async def _acquire(attempt: Callable[[], Any], key: str, location: str) -> None:
         await asyncio.sleep(0.1)
 
 
+@contextlib.asynccontextmanager
+async def _renewed(renew: Callable[[], Awaitable[bool]], key: str, location: str) -> AsyncIterator[None]:
+    """Call ``renew`` every ``LEASE_RENEW_SECONDS`` while the body runs; False means the lease is lost.
+
+    The body is not interrupted when the lease is lost (it may be inside a paid POST: stopping it
+    would not unsend it); that is said, once. On exit the renewal in progress is waited for, so no
+    late renewal lands after the release.
+    """
+    stop = asyncio.Event()
+
+    async def keep() -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), LEASE_RENEW_SECONDS)
+                return
+            try:
+                still_mine = await renew()
+            except Exception as exc:  # a store briefly down: the lease still runs, try again
+                _logger.warning(
+                    "Could not renew the submit lease (ledger %s, key %s): %s", location, key[:12], exc
+                )
+                continue
+            if not still_mine:
+                _logger.warning(
+                    "The submit lease (ledger %s, key %s) expired and another process took it: this "
+                    "process was stalled for over %.0f s",
+                    location,
+                    key[:12],
+                    LEASE_SECONDS,
+                )
+                return
+
+    keeper = asyncio.create_task(keep())
+    try:
+        yield
+    finally:
+        stop.set()
+        await keeper
+
+
 async def _maybe_async(value: Any) -> bool:
     if asyncio.iscoroutine(value):
         value = await value
@@ -296,7 +340,8 @@ class BlockLedgerStore(LedgerStore):
     """Entries as JSON objects in a Prefect storage block (``S3Bucket`` and the like).
 
     Object stores have no lock: submits of one key are serialized by a lease object, written,
-    then read back after a pause; a holder that dies frees it when the lease expires. Two
+    then read back after a pause, and renewed while held; a holder that dies frees it when the lease
+    expires. Two
     processes that write a lease within the same pause could both see their own (the later
     write wins the read-back of one of them only): this is best-effort, where a local ledger is
     exact. Runs of one intent on many workers at the same moment are what it would take.
@@ -345,9 +390,18 @@ class BlockLedgerStore(LedgerStore):
             again = await self._read_bytes(path)
             return again is not None and token.encode() in again
 
+        async def renew() -> bool:
+            data = await self._read_bytes(path)
+            if data is None or token.encode() not in data:
+                return False
+            mine = _Lease(token=token, expires_at=_utcnow() + timedelta(seconds=LEASE_SECONDS))
+            await self.storage.write_path(path, mine.model_dump_json().encode())
+            return True
+
         await _acquire(attempt, key, self.location)
         try:
-            yield
+            async with _renewed(renew, key, self.location):
+                yield
         finally:
             released = _Lease(token="", expires_at=_utcnow())
             with contextlib.suppress(Exception):
@@ -402,9 +456,18 @@ class S3LedgerStore(BlockLedgerStore):
             held["etag"] = etag
             return True
 
+        def renew() -> bool:
+            mine = _Lease(token=token, expires_at=_utcnow() + timedelta(seconds=LEASE_SECONDS))
+            etag = put(mine, IfMatch=held["etag"])  # only while the lease is still the one written last
+            if etag is None:
+                return False
+            held["etag"] = etag
+            return True
+
         await _acquire(lambda: asyncio.to_thread(attempt), key, self.location)
         try:
-            yield
+            async with _renewed(lambda: asyncio.to_thread(renew), key, self.location):
+                yield
         finally:
             released = _Lease(token="", expires_at=_utcnow())
             with contextlib.suppress(Exception):

@@ -6,10 +6,14 @@ workers, each with a ``PREFECT_HOME`` of its own (as two machines have), and
 ``PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK`` naming an ``S3Bucket`` block on moto's server: the paid
 submit's persisted result and the submission ledger beside it are in the bucket.
 
-A layers run starts on worker A; once its job is bought, A and its flow-run process are SIGKILLed
-(the machine dies). The same run, started again, lands on worker B: it adopts the job (one job in
-all) and stores every output. With the results left on each worker's disk
-(``SHARED_RESULTS_MUTATION=local``, run by hand), B buys a second job: the bucket is what carries it.
+A layers run starts on worker A. The emulator holds its paid ``POST /generate`` 8 s, and one second
+into that hold (the submit's lease in the bucket is A's, its ledger entry ``submitting``) A and its
+flow-run process are SIGKILLed: the machine dies inside the paid submit's critical section, and the
+emulator completes the request anyway, as a real server would. The same run, started again, lands
+on worker B. B waits for A's lease to run out (it is renewed only while its holder lives: 30 s),
+finds A's entry and the job by listing, adopts it (one job in all) and stores every output. With the
+results left on each worker's disk (``SHARED_RESULTS_MUTATION=local``, run by hand), B buys a second
+job: the bucket is what carries it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import contextlib
 import os
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +32,7 @@ import pytest
 
 from e2e.e2e_stack import BIN, JOB_SECONDS, POOL, Process, Stack, processes_of_flow_run
 from prefect_scenario import video
+from support.emulator import GENERATE_ROUTE
 from support.prefect_api import wait_for
 from support.s3 import ACCESS_KEY, REGION, SECRET_KEY, s3_client
 
@@ -94,6 +100,10 @@ def _jobs_created(stack: Stack) -> int:
     return int(stack.emulator("GET", "stats")["jobs_created"])
 
 
+def _delays_fired(stack: Stack) -> int:
+    return int(dict(stack.emulator("GET", "stats").get("faults_fired") or {}).get("delay", 0))
+
+
 def _run_layers(stack: Stack, clip: Path, out: Path) -> dict[str, Any]:
     deployment = stack.api.deployment("video-to-layers", "on-demand")
     return stack.api.run_like_the_ui(deployment, video=str(clip), destination=str(out), max_layers=2)
@@ -108,24 +118,34 @@ def test_a_run_killed_on_one_machine_is_finished_on_another_without_buying_again
     machine_a = _worker(stack, "machine-a", machines["a"])
     first = _run_layers(stack, clip, stack.root / "shared-first")
 
-    def bought() -> list[int] | None:
+    # Both POSTs of the run (the estimate, then the paid submit) are held 8 s each.
+    stack.emulator("POST", "faults", {"route": GENERATE_ROUTE, "kind": "delay", "seconds": 8, "count": 2})
+    held_before = _delays_fired(stack)
+
+    def inside_the_paid_submit() -> list[int] | None:
         run = stack.api.flow_run(first["id"])
         if run["state_type"] in {"COMPLETED", "FAILED", "CRASHED"}:
             raise AssertionError(f"ended before the kill: {run['state']}\n{stack.logs()}")
-        pids = processes_of_flow_run(first["id"])
-        return pids if _jobs_created(stack) - before == 1 and pids else None
+        if _delays_fired(stack) - held_before < 2:
+            return None
+        return processes_of_flow_run(first["id"]) or None
 
-    pids = wait_for("the first run to buy its job on machine A", bought, 180)
+    pids = wait_for("the first run's paid submit to be held on machine A", inside_the_paid_submit, 180)
+    time.sleep(1.0)
+    assert _jobs_created(stack) == before, "the held POST created its job early"
     os.killpg(machine_a.popen.pid, signal.SIGKILL)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     machine_a.popen.wait(10)
+    stack.emulator("DELETE", "faults")  # the held submit goes on; nothing else is held
     assert stack.api.flow_run(first["id"])["state_type"] == "RUNNING"  # nobody saw it die yet
 
     _worker(stack, "machine-b", machines["b"])
     again = _run_layers(stack, clip, stack.root / "shared-again")
+    started_again = time.monotonic()
     final = stack.api.wait_until_final(again["id"], timeout=240)
+    FIGURES["seconds_to_finish_on_machine_b"] = round(time.monotonic() - started_again, 1)
     FIGURES["jobs_created"] = _jobs_created(stack) - before
     assert final["state_type"] == "COMPLETED", f"{final['state']}\n{stack.logs()}"
     assert _jobs_created(stack) - before == 1, "the run on machine B bought the job again"

@@ -172,3 +172,60 @@ async def test_a_ledger_in_an_s3_bucket_keeps_entries_and_one_holder_at_a_time(
     client.put_object(Bucket=s3_bucket.bucket_name, Key=lease_key, Body=dead.model_dump_json().encode())
     async with store.hold("k2", Owner.current(None)):
         pass
+
+
+_S3_HOLDER = """
+import asyncio, sys
+from prefect_aws import AwsCredentials, S3Bucket
+from prefect_scenario import ledger
+from prefect_scenario.ledger import Owner, store_for
+
+ledger.LEASE_SECONDS, ledger.LEASE_RENEW_SECONDS = float(sys.argv[3]), float(sys.argv[4])
+credentials = AwsCredentials(aws_access_key_id="testing", aws_secret_access_key="testing",
+                             region_name="us-east-1", aws_client_parameters={"endpoint_url": sys.argv[1]})
+
+bucket = S3Bucket(bucket_name=sys.argv[2], credentials=credentials)
+
+async def main() -> None:
+    async with store_for(bucket).hold("k3", Owner.current(None)):
+        print("held", flush=True)
+        await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_an_s3_lease_is_renewed_while_its_holder_lives_and_freed_soon_after_it_is_killed(
+    s3_bucket: Any, moto_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another machine's holder, SIGKILLed inside its hold (its POST answered, its lease not yet
+    released), blocks the intent only until its lease runs out: seconds, not the whole worst case of
+    a submit. While it lives it renews the lease, however long its POST takes."""
+    lease, renew = 2.0, 0.4
+    monkeypatch.setattr(ledger_module, "LEASE_SECONDS", lease)
+    monkeypatch.setattr(ledger_module, "LEASE_RENEW_SECONDS", renew)
+    process = subprocess.Popen(  # noqa: ASYNC220 (one child; its output is read off the loop)
+        [sys.executable, "-c", _S3_HOLDER, moto_server, s3_bucket.bucket_name, str(lease), str(renew)],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert await asyncio.to_thread(process.stdout.readline) == "held\n"
+        store = store_for(s3_bucket)
+        # Held past two lease lengths: only its renewals keep the others out.
+        await asyncio.sleep(2 * lease)
+        monkeypatch.setattr(ledger_module, "HOLD_TIMEOUT_SECONDS", 1.0)
+        with pytest.raises(SubmissionBusyError):
+            async with store.hold("k3", Owner.current(None)):
+                pass
+        os.killpg(process.pid, signal.SIGKILL)
+        await asyncio.to_thread(process.wait, 30)
+        monkeypatch.setattr(ledger_module, "HOLD_TIMEOUT_SECONDS", 5 * lease)
+        async with store.hold("k3", Owner.current(None)):
+            pass  # its lease ran out, unrenewed
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
