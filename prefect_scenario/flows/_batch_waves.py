@@ -18,15 +18,13 @@ from pydantic import BaseModel, Field
 
 from prefect_scenario.flows._chunk_waves import ChunkEntry, chunk_entries, finish_chunk, restored_chunks
 from prefect_scenario.flows._job import JobRunner, PaidJob
-from prefect_scenario.flows._waves import WaveEntry, WaveRecord, Waves, load_record, save_record
+from prefect_scenario.flows._waves import WaveEntry, WaveRecord, Waves, load_record, record_key, save_record
 from prefect_scenario.flows.aleph_chunks import Chunk
 from prefect_scenario.flows.result import ClipResult
 from prefect_scenario.slot_leases import SlotLeases
 
 if TYPE_CHECKING:
     from prefect_scenario.flows._batch_clip import BatchClip
-
-RECORD_PREFIX = "scenario-batch-waves"
 
 
 class WaveClip(WaveEntry[ClipResult]):
@@ -61,13 +59,9 @@ def slot_of(given: str) -> str:
     return "clip-" + hashlib.sha256(given.encode()).hexdigest()[:16]
 
 
-def record_key(flow_run_id: str) -> str:
-    return f"{RECORD_PREFIX}-{flow_run_id}"
-
-
 async def load_batch_record(flow_run_id: str) -> BatchRecord | None:
     """The record an earlier wave of this batch wrote (None: start the batch; see ``load_record``)."""
-    return await load_record(record_key(flow_run_id), BatchRecord)
+    return await load_record(record_key("batch", flow_run_id), BatchRecord)
 
 
 def batch_waves(
@@ -104,7 +98,7 @@ def batch_waves(
         if not isinstance(item, Chunk):
             await tick()
 
-    return Waves(jobs, model_id, leases, record_key(flow_run_id), finished, decided)
+    return Waves(jobs, model_id, leases, record_key("batch", flow_run_id), finished, decided)
 
 
 async def run_batch_waves(

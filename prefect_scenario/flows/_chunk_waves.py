@@ -17,13 +17,11 @@ from typing import Any
 
 from prefect_scenario import video as media
 from prefect_scenario.flows._job import JobRunner, PaidJob
-from prefect_scenario.flows._waves import WaveEntry, WaveRecord, Waves, load_record
+from prefect_scenario.flows._waves import WaveEntry, WaveRecord, Waves, load_record, record_key
 from prefect_scenario.flows.aleph_chunks import AlephEdit, Chunk, ChunkPlan, ChunkReferences
 from prefect_scenario.flows.result import ChunkResult
 from prefect_scenario.models import ALEPH_MODEL_ID
 from prefect_scenario.slot_leases import SlotLeases
-
-RECORD_PREFIX = "scenario-chunk-waves"
 
 
 class ChunkEntry(WaveEntry[ChunkResult]):
@@ -53,13 +51,9 @@ class ChunkEntry(WaveEntry[ChunkResult]):
 ChunkRecord = WaveRecord[ChunkEntry]
 
 
-def record_key(flow_run_id: str) -> str:
-    return f"{RECORD_PREFIX}-{flow_run_id}"
-
-
 async def load_chunk_record(flow_run_id: str) -> ChunkRecord | None:
     """The record an earlier wave of this edit wrote (None: split the clip; see ``load_record``)."""
-    return await load_record(record_key(flow_run_id), ChunkRecord)
+    return await load_record(record_key("chunk", flow_run_id), ChunkRecord)
 
 
 def chunk_entries(plan: ChunkPlan, retries: int, slot_prefix: str = "chunk") -> list[ChunkEntry]:
@@ -129,7 +123,7 @@ async def run_chunk_waves(
         jobs,
         ALEPH_MODEL_ID,
         leases,
-        record_key(flow_run_id),
+        record_key("chunk", flow_run_id),
         finish_chunk,
         tick,
         max_in_flight=max(1, max_parallel),

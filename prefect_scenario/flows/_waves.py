@@ -160,6 +160,11 @@ async def _record_store() -> Any:
     return await get_result_store().aupdate_for_task(submit_job)
 
 
+def record_key(kind: str, flow_run_id: str) -> str:
+    """Where the waves of ``kind`` (``batch``, ``chunk``) of one flow run keep their record."""
+    return f"scenario-{kind}-waves-{flow_run_id}"
+
+
 async def load_record(key: str, model: type[WaveRecord[EntryT]]) -> WaveRecord[EntryT] | None:
     """The record an earlier wave wrote under ``key``; None for the first attempt, and for a retry
     of a run whose waves had finished (it starts over).
