@@ -16,7 +16,7 @@ import contextvars
 import threading
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID
 
 from prefect_scenario.run_context import current_flow_run_id, run_logger
@@ -28,6 +28,10 @@ MODEL_ID_LABEL = "scenario.model_id"
 # ``scenario.job_ids``, the next under ``scenario.job_ids.2`` and so on, so a cancel hook sees every
 # job of a 1,000-clip batch.
 _IDS_PER_LABEL = 50
+# A batch submits a job every few tenths of a second as slots free: a deferred write waits this long
+# for the ids behind it, so a batch of N jobs costs about (its duration / this) PATCHes, not N.
+DEFERRED_LINGER_SECONDS = 1.0
+_KNOWN_LABELS_KEPT = 256  # flow runs whose labels a process remembers (the most recently written)
 
 
 def job_ids_label_key(chunk: int) -> str:
@@ -85,12 +89,19 @@ class _LabelWriter:
     A batch submits many jobs at once. Each id must be on the labels before its task goes on (a
     cancel hook in another process reads them back), but a read-merge-PATCH per id, serialized,
     made every submit wait for all the others. Here one write is in flight at a time; ids that
-    arrive meanwhile go out together in the next one, through the run's own async client.
+    arrive meanwhile go out together in the next one, through the run's own async client. A
+    deferred write (a batch's) lingers a moment first, to gather the ids submitted just after it.
+
+    The flow run is read once: this process is the only writer of a running flow run's job-id
+    labels, so the labels it wrote are what the server holds (other labels are merged by the PATCH
+    and not needed here). A failed write forgets them, and the next write reads again.
     """
 
     # Serializes read-merge-PATCH across event loops (tasks submitted to a thread pool run on
     # loops of their own). Taken without blocking: a waiting writer must not hold a thread.
     _process_lock = threading.Lock()
+    # The job-id labels of each flow run as this process last wrote them, under the lock above.
+    _known_labels: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, flow_run_id: str) -> None:
         self.flow_run_id = flow_run_id
@@ -107,7 +118,7 @@ class _LabelWriter:
             queued = (model_id, asyncio.get_running_loop().create_future())
             self._queued[job_id] = queued
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+            self._flusher = asyncio.create_task(self._flush(linger=not wait))
         if wait:
             await asyncio.shield(queued[1])
 
@@ -118,7 +129,9 @@ class _LabelWriter:
         failed, self.failed = self.failed, []
         return failed
 
-    async def _flush(self) -> None:
+    async def _flush(self, *, linger: bool) -> None:
+        if linger:
+            await asyncio.sleep(DEFERRED_LINGER_SECONDS)
         while self._queued:
             batch, self._queued = self._queued, {}
             try:
@@ -143,9 +156,14 @@ class _LabelWriter:
         try:
             # Inside a run this is the run's client: no new connection, TLS context or CSRF token.
             async with get_client() as client:
-                flow_run = await client.read_flow_run(UUID(self.flow_run_id))
-                update = merged_job_labels(flow_run.labels, job_ids, model_id)
-                await client.update_flow_run_labels(flow_run.id, update)
+                known = self._known_labels.pop(self.flow_run_id, None)
+                if known is None:
+                    known = dict((await client.read_flow_run(UUID(self.flow_run_id))).labels or {})
+                update = merged_job_labels(known, job_ids, model_id)
+                await client.update_flow_run_labels(UUID(self.flow_run_id), update)
+                self._known_labels[self.flow_run_id] = {**known, **update}
+                while len(self._known_labels) > _KNOWN_LABELS_KEPT:  # a long-lived `serve` process
+                    del self._known_labels[next(iter(self._known_labels))]
         finally:
             self._process_lock.release()
 

@@ -85,3 +85,48 @@ async def test_concurrent_label_writes_are_grouped_and_lose_no_id(monkeypatch: p
     assert all(
         len(str(value).split(",")) <= 50 for key, value in run.labels.items() if key.startswith(JOB_IDS_LABEL)
     )
+
+
+async def test_a_batchs_deferred_writes_linger_and_read_the_run_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch submits one job every few tenths of a second: its deferred label writes gather the ids
+    that come just after them, and the flow run is read once, not before every PATCH."""
+    import asyncio
+
+    from prefect import flow
+    from prefect.client.orchestration import PrefectClient
+
+    from prefect_scenario.job_labels import deferred_job_labels, drain_job_labels, record_job_on_flow_run
+    from support.prefect_api import flow_run
+
+    patches: list[dict[str, object]] = []
+    reads: list[object] = []
+    real_update, real_read = PrefectClient.update_flow_run_labels, PrefectClient.read_flow_run
+
+    async def counting_update(self: PrefectClient, flow_run_id: object, labels: dict[str, object]) -> None:
+        patches.append(dict(labels))
+        await real_update(self, flow_run_id, labels)  # type: ignore[arg-type]
+
+    async def counting_read(self: PrefectClient, flow_run_id: object) -> object:
+        reads.append(flow_run_id)
+        return await real_read(self, flow_run_id)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PrefectClient, "update_flow_run_labels", counting_update)
+    monkeypatch.setattr(PrefectClient, "read_flow_run", counting_read)
+
+    @flow
+    async def trickling_batch() -> None:
+        with deferred_job_labels():
+            for i in range(30):
+                assert await record_job_on_flow_run(f"job_{i}", "m")
+                await asyncio.sleep(0.1)
+            await drain_job_labels()
+
+    state = await trickling_batch(return_state=True)
+    assert state.is_completed()
+    flow_run_id = state.state_details.flow_run_id
+    reads_by_the_writer = [r for r in reads if str(r) == str(flow_run_id)]
+    run = await flow_run(flow_run_id)
+    assert job_ids_from_labels(run.labels) == [f"job_{i}" for i in range(30)]
+    # 3 s of submits with a 1 s linger: a handful of PATCHes (30 without it), one read (30 without).
+    assert len(patches) <= 5, f"{len(patches)} PATCHes for 30 ids"
+    assert len(reads_by_the_writer) <= 2, f"{len(reads_by_the_writer)} reads of the flow run"
