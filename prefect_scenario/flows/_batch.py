@@ -546,6 +546,7 @@ async def run_batch(recipe: ModelRecipe, options: BatchOptions) -> State[BatchRe
                 planned = await _run_clips(run, clips, options.budget_creative_units, options.dry_run)
         finally:
             await slots.aclose()  # every slot back to the limit
+            await progress.flush()
             await drain_job_labels()
             for clip in clips:
                 clip.release()

@@ -8,6 +8,9 @@ how fan-out was bounded. Artifact keys are per flow, so the Artifacts page keeps
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -25,28 +28,55 @@ def _cu(value: float | None) -> str:
     return format_units(value, unit=True, missing="no limit")
 
 
+# The progress bar is written at most this often (plus once at the end): a PATCH per clip was a
+# quarter of a busy batch's Prefect API calls, and the UI polls more slowly than this anyway.
+PROGRESS_MIN_INTERVAL_SECONDS = 2.0
+
+
 @dataclass
 class BatchProgress:
-    """The batch's progress artifact: clips finished (whatever the outcome) over clips in the batch."""
+    """The batch's progress artifact: clips finished (whatever the outcome) over clips in the batch.
+
+    ``tick`` never waits for the API: the write happens in the background, at most once every
+    :data:`PROGRESS_MIN_INTERVAL_SECONDS`, and ``flush`` writes the last figure before the run ends.
+    """
 
     total: int
     artifact_id: UUID | None = None
     done: int = 0
     shown: int = -1
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _written_at: float = field(default=-math.inf, repr=False)
+    _writer: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def _percent(self) -> int:
+        # Whole percents only: a thousand clips make at most a hundred updates.
+        return int(100 * self.done / self.total) if self.total else 100
 
     async def tick(self, count: int = 1) -> None:
-        async with self.lock:
-            self.done += count
-            percent = int(100 * self.done / self.total) if self.total else 100
-            # Whole percents only: a thousand clips make at most a hundred updates.
-            if self.artifact_id is None or percent == self.shown:
-                return
-            self.shown = percent
+        self.done += count
+        if self.artifact_id is not None and (self._writer is None or self._writer.done()):
+            self._writer = asyncio.create_task(self._write(throttled=True))
+
+    async def flush(self) -> None:
+        """Write the current figure now (the run is about to end or suspend)."""
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        if self.artifact_id is not None:
+            await self._write(throttled=False)
+
+    async def _write(self, *, throttled: bool) -> None:
+        while self.artifact_id is not None and self._percent() != self.shown:
+            if throttled:
+                await asyncio.sleep(self._written_at + PROGRESS_MIN_INTERVAL_SECONDS - time.monotonic())
+            percent, self._written_at = self._percent(), time.monotonic()
             try:
                 await aupdate_progress_artifact(artifact_id=self.artifact_id, progress=float(percent))
             except Exception as exc:
                 get_run_logger().debug("batch progress not updated: %s", exc)
+                return  # the next tick or the flush tries again
+            self.shown = percent
 
 
 def clips_table(result: BatchResult) -> list[dict[str, Any]]:
