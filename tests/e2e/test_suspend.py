@@ -507,7 +507,8 @@ def test_7_a_batch_suspends_between_waves_survives_a_kill_mid_wave_and_holds_no_
     # Each wave went on from the record: the folder was listed and the clips prepared once.
     logs = [log["message"] for log in stack.api.logs_of(created["id"])]
     assert sum("batch: 6 clip(s)" in line for line in logs) == 1, logs
-    assert sum(line.startswith("Wave ") for line in logs) >= len(pauses) + 1, logs
+    waves = [line for line in logs if line.startswith("Wave ")]
+    assert len(waves) >= len(pauses) + 1, (len(logs), waves, pauses)
 
     # A re-run with the same inputs (inline this time) reuses every job: none is bought.
     again = _run_batch(stack, folder, out)

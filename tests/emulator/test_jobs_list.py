@@ -22,6 +22,9 @@ async def jobs(asgi_client: httpx.AsyncClient, emulator_state: EmulatorState, sa
     for index in range(5):
         body = {"video": video_id, "separationInstruction": f"split {index}"}
         created.append((await submit(asgi_client, VIDEO_LAYERS_MODEL_ID, body)).json()["job"]["jobId"])
+        # The API's timestamps are to the millisecond: two jobs created within one would be one
+        # instant to createdAfter (a fresh clone's run did submit two that fast).
+        emulator_state.clock.advance(0.005)
     return created
 
 

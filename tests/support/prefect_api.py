@@ -215,9 +215,23 @@ class PrefectAPI:
         return list(self.post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}))
 
     def logs_of(self, flow_run_id: str) -> list[dict[str, Any]]:
-        """The flow run's logs (its tasks' included), oldest first, up to 200 (the server's page)."""
-        body = {"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "TIMESTAMP_ASC", "limit": 200}
-        return list(self.post("/logs/filter", body))
+        """The flow run's logs (its tasks' included), oldest first, every page of them.
+
+        All pages: a batch that suspends logs over 200 lines (the server's page) across its
+        attempts, and a test counting the last attempt's lines must see them.
+        """
+        logs: list[dict[str, Any]] = []
+        while True:
+            body = {
+                "logs": {"flow_run_id": {"any_": [flow_run_id]}},
+                "sort": "TIMESTAMP_ASC",
+                "limit": 200,
+                "offset": len(logs),
+            }
+            page = list(self.post("/logs/filter", body))
+            logs += page
+            if len(page) < 200:
+                return logs
 
     def events(self, flow_run_id: str) -> list[dict[str, Any]]:
         since = _an_hour_ago().isoformat()
