@@ -18,7 +18,8 @@ from typing import Any
 from prefect_scenario import video as media
 from prefect_scenario.flows._job import JobRunner, PaidJob
 from prefect_scenario.flows._waves import WaveEntry, WaveRecord, Waves, load_record, record_key
-from prefect_scenario.flows.aleph_chunks import AlephEdit, Chunk, ChunkPlan, ChunkReferences
+from prefect_scenario.flows.aleph_chunks import AlephEdit, Chunk, ChunkPlan
+from prefect_scenario.flows.chunk_references import ChunkReferences
 from prefect_scenario.flows.result import ChunkResult
 from prefect_scenario.models import ALEPH_MODEL_ID
 from prefect_scenario.slot_leases import SlotLeases

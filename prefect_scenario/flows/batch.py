@@ -23,7 +23,8 @@ from prefect_scenario.blocks import ScenarioCredentials
 from prefect_scenario.clip_source import ClipSource, SourceStorage
 from prefect_scenario.concurrency import DEFAULT_LIMIT_NAME, DEFAULT_PARALLEL_JOBS
 from prefect_scenario.flows._arguments import options_from
-from prefect_scenario.flows._batch import BatchOptions, ModelRecipe, run_batch
+from prefect_scenario.flows._batch import run_batch
+from prefect_scenario.flows._batch_recipe import BatchOptions, ModelRecipe
 from prefect_scenario.flows._flow import scenario_flow
 from prefect_scenario.flows.aleph_chunks import DEFAULT_CHUNK_RETRIES, AlephEdit
 from prefect_scenario.flows.result import BatchResult, ClipResult

@@ -21,7 +21,7 @@ import pytest
 from prefect_scenario import video
 from prefect_scenario.errors import BudgetExceededError, ChunksFailedError
 from prefect_scenario.flows import aleph_edit
-from prefect_scenario.flows.aleph_chunks import chunk_at, map_references
+from prefect_scenario.flows.chunk_references import chunk_at, map_references
 from prefect_scenario.validation import KeyframeSpec, PromptImageSpec
 from support.emulator import GENERATE_ROUTE, faults, stats
 from support.files import sha256_of
