@@ -217,8 +217,8 @@ class PrefectAPI:
     def logs_of(self, flow_run_id: str) -> list[dict[str, Any]]:
         """The flow run's logs (its tasks' included), oldest first, every page of them.
 
-        All pages: a batch that suspends logs over 200 lines (the server's page) across its
-        attempts, and a test counting the last attempt's lines must see them.
+        All pages (the server's is 200 lines): a test counting a long run's lines, the last
+        attempt's above all, must see every one.
         """
         logs: list[dict[str, Any]] = []
         while True:
