@@ -73,7 +73,8 @@ def serve(
 
     from prefect_scenario.emulator import EmulatorConfig, EmulatorState
     from prefect_scenario.emulator import serve as serve_emulator
-    from prefect_scenario.emulator.server import stop_signals_exit
+    from prefect_scenario.emulator.server import STOP_SIGNALS
+    from prefect_scenario.stop_signals import stop_signals_exit
 
     # The options named like EmulatorConfig's fields are those fields; only the secrets are wrapped.
     settings = {name: value for name, value in locals().items() if name in EmulatorConfig.model_fields}
@@ -89,7 +90,7 @@ def serve(
 
     # From before the state exists (its temporary storage is made then): a stop signal at any
     # point unwinds through the ``with``, which removes that storage.
-    with stop_signals_exit(), EmulatorState(config, storage_dir=storage_dir) as state:
+    with stop_signals_exit(STOP_SIGNALS), EmulatorState(config, storage_dir=storage_dir) as state:
         serve_emulator(state, host=host, port=port, announce=announce)
 
 

@@ -31,10 +31,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from cyclopts import App
+
+from prefect_scenario.stop_signals import ignore_signals, stop_signals_exit
 
 if TYPE_CHECKING:
     from prefect_scenario.postgres import RunningPostgres
@@ -121,7 +122,7 @@ def start(
     """
     options = ServerOptions(data_dir=data_dir, host=host, port=port, ui=ui, startup_timeout=startup_timeout)
     try:
-        with stop_signals_exit():
+        with stop_signals_exit(STOP_SIGNALS, once=True):
             run_server(options)
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -174,7 +175,7 @@ def run_server(options: ServerOptions) -> NoReturn:
         ServerError: a setting to change, or the server failed.
 
     Example:
-        >>> with stop_signals_exit():  # doctest: +SKIP
+        >>> with stop_signals_exit(STOP_SIGNALS, once=True):  # doctest: +SKIP
         ...     run_server(ServerOptions(Path(".prefect-server"), "127.0.0.1", 4200))
     """
     from prefect_scenario.postgres import (
@@ -226,7 +227,7 @@ def run_server(options: ServerOptions) -> NoReturn:
                 try:
                     _serve(options, postgres, state, data_dir)
                 finally:
-                    _ignore_stop_signals()  # a second Ctrl-C must not cut the stop short
+                    ignore_signals(STOP_SIGNALS)  # a second Ctrl-C must not cut the stop short
                     print("Stopping the Prefect server, then PostgreSQL ...", flush=True)
         except PostgresUnavailable as exc:  # at start, or PostgreSQL would not stop
             raise ServerError(str(exc), EXIT_BAD_INPUT) from None
@@ -322,37 +323,6 @@ def stop_process_group(pgid: int, leader: subprocess.Popen[bytes] | None = None,
     if leader is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             leader.wait(10)
-
-
-@contextlib.contextmanager
-def stop_signals_exit() -> Iterator[None]:
-    """Within the block, SIGINT, SIGTERM and SIGHUP raise ``SystemExit(128 + signal)``.
-
-    SIGTERM's default handler ends the process on the spot: no ``finally`` would stop the Prefect
-    server or PostgreSQL. An exception unwinds the stack, and every cleanup on it runs. (The
-    emulator's ``stop_signals_exit`` does the same for two signals; importing it would load the
-    emulator.)
-
-    Example:
-        >>> with stop_signals_exit():  # doctest: +SKIP
-        ...     run_server(options)
-    """
-    previous = {sig: signal.signal(sig, _exit_on_signal) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _exit_on_signal(signum: int, frame: FrameType | None) -> NoReturn:
-    _ignore_stop_signals()
-    raise SystemExit(128 + signum)
-
-
-def _ignore_stop_signals() -> None:
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
 
 
 def _wait_healthy(prefect: subprocess.Popen[bytes], api_url: str, timeout: float) -> None:

@@ -9,14 +9,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from types import FrameType
-from typing import NoReturn
 
 import uvicorn
 
 from prefect_scenario.emulator.api.paths import API_PREFIX
 from prefect_scenario.emulator.app import create_app
 from prefect_scenario.emulator.service.state import EmulatorState
+from prefect_scenario.stop_signals import stop_signals_exit
 
 DEFAULT_HOST = "127.0.0.1"
 STARTUP_TIMEOUT_SECONDS = 10.0
@@ -106,31 +105,6 @@ def serve_in_thread(
             state.close()
 
 
-def _exit_on_signal(signum: int, frame: FrameType | None) -> NoReturn:
-    # The shell's convention for "ended by signal N", without the traceback of KeyboardInterrupt.
-    raise SystemExit(128 + signum)
-
-
-@contextmanager
-def stop_signals_exit() -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM raise ``SystemExit(128 + signal)`` (main thread only).
-
-    uvicorn shuts down gracefully on either signal, then raises it again under the handlers it
-    found when it started. SIGTERM's default handler ends the process on the spot, so no
-    ``finally`` and no ``__exit__`` runs after it: ``with EmulatorState()`` would leave its
-    temporary storage behind. An exception unwinds the stack, and every cleanup on it runs.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread can set signal handlers (nor does uvicorn catch signals there)
-        return
-    previous = {sig: signal.signal(sig, _exit_on_signal) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def serve(
     state: EmulatorState,
     *,
@@ -151,7 +125,9 @@ def serve(
         log_level: uvicorn's log level.
         announce: called with the API base URL once the port is bound.
     """
-    with stop_signals_exit():
+    # uvicorn shuts down gracefully on either signal, then raises it again under the handlers it
+    # found when it started: ours, so the caller's cleanups run (SIGTERM's default would skip them).
+    with stop_signals_exit(STOP_SIGNALS):
         sock = _bind(host, port)
         try:
             if announce is not None:
