@@ -54,7 +54,7 @@ from prefect_scenario.flows._batch_waves import (
 )
 from prefect_scenario.flows._chunk_waves import ChunkEntry, restored_plan
 from prefect_scenario.flows._fan_out import ChildRuns, fan_out_deployment, groups_of
-from prefect_scenario.flows._job import JobRunner, PaidJob, ceiling_aware_submit
+from prefect_scenario.flows._job import JobOrder, JobRunner, PaidJob, ceiling_aware_submit
 from prefect_scenario.flows._suspend import check_wait_mode
 from prefect_scenario.flows.aleph import fit_clip
 from prefect_scenario.flows.aleph_chunks import (
@@ -177,9 +177,8 @@ class _Run:
         def submitted(job: SubmittedJob) -> None:
             seen(job.job_id)
 
-        paid = await self.jobs.run(
-            self.recipe.model_id, clip.body, estimate=clip.estimate, on_submitted=submitted
-        )
+        order = JobOrder(self.recipe.model_id, clip.body, estimate=clip.estimate)
+        paid = await self.jobs.run(order, on_submitted=submitted)
         return await self.succeeded(clip, paid)
 
     async def succeeded(self, clip: BatchClip, paid: PaidJob) -> ClipResult:

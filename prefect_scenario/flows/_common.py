@@ -27,7 +27,7 @@ from prefect_scenario.blocks import ScenarioCredentials
 from prefect_scenario.budget import check_budget
 from prefect_scenario.clip_source import ClipSource
 from prefect_scenario.flows._arguments import RunChoices, options_from
-from prefect_scenario.flows._job import JobRunner
+from prefect_scenario.flows._job import JobOrder, JobRunner
 from prefect_scenario.flows._stopwatch import Stopwatch
 from prefect_scenario.flows.layers_review import Preview
 from prefect_scenario.flows.reporting import (
@@ -163,9 +163,8 @@ async def run_generation(
             )
             await report_run(request, options, result, clock)
             return result
-    paid = await jobs.run(
-        request.model_id, request.body, max_creative_units=options.max_creative_units, clock=clock
-    )
+    order = JobOrder(request.model_id, request.body, max_creative_units=options.max_creative_units)
+    paid = await jobs.run(order, clock=clock)
     if paid.reused:
         logger.info(
             "Scenario job %s from an earlier flow run has the same inputs: reused its outputs, nothing "

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,6 +91,26 @@ def came_from_earlier_run(state: State[Any], submitted: SubmittedJob) -> bool:
     if submitted_at.tzinfo is None:
         submitted_at = submitted_at.replace(tzinfo=UTC)
     return submitted_at < created
+
+
+@dataclass(frozen=True)
+class JobOrder:
+    """One intent to buy a job: :meth:`JobRunner.run` sends its paid submit at most once.
+
+    Attributes:
+        model_id: the Scenario model.
+        body: the model's inputs (asset ids, camelCase as on the wire).
+        estimate: the dry-run estimate when the caller priced the job already (a batch's plan,
+            a split clip's total); taken by the runner or the submit otherwise.
+        max_creative_units: the job's own budget, checked by the submit before it pays.
+        fresh: pay for a new job whatever the caches hold (a chunk whose job failed).
+    """
+
+    model_id: str
+    body: dict[str, Any]
+    estimate: CostEstimate | None = None
+    max_creative_units: float | None = None
+    fresh: bool = False
 
 
 @dataclass(frozen=True)
@@ -190,12 +210,8 @@ class JobRunner:
 
     async def run(
         self,
-        model_id: str,
-        body: dict[str, Any],
+        order: JobOrder,
         *,
-        estimate: CostEstimate | None = None,
-        max_creative_units: float | None = None,
-        fresh: bool = False,
         deliver: bool = True,
         on_submitted: Callable[[SubmittedJob], None] | None = None,
         clock: Stopwatch | None = None,
@@ -204,12 +220,7 @@ class JobRunner:
         """Run one job to stored outputs; the submit is paid for at most once per intent.
 
         Args:
-            model_id: the Scenario model.
-            body: the model's inputs (asset ids, camelCase as on the wire).
-            estimate: the dry-run estimate when the caller priced the job already (a batch's plan,
-                a split clip's total); taken by the submit otherwise.
-            max_creative_units: the job's own budget, checked by the submit before it pays.
-            fresh: pay for a new job whatever the caches hold (a chunk whose job failed).
+            order: what to buy (model, inputs, price known so far, budget, fresh or not).
             deliver: settle the ledger entry once the outputs are stored (False: the caller does,
                 e.g. after stitching).
             on_submitted: told the submitted job as soon as it exists (for a caller's record of
@@ -223,29 +234,21 @@ class JobRunner:
             The job with its stored outputs.
 
         Raises:
-            BudgetExceededError: the estimate is over ``max_creative_units``; nothing was spent.
+            BudgetExceededError: the estimate is over the order's ``max_creative_units``; nothing
+                was spent.
             JobFailedError: the job failed on Scenario's side (``JobCanceledError``: canceled).
             JobWaitTimeoutError: the job did not end within ``timeout_seconds``.
         """
         clock = clock or Stopwatch()
-        if estimate is None and self.estimate_as_task:
+        if order.estimate is None and self.estimate_as_task:
             # Free, and outside the slot: a dry run is not a job in flight.
             with clock.phase("submit"):
-                estimate = await self.estimate(model_id, body)
+                order = replace(order, estimate=await self.estimate(order.model_id, order.body))
         suspends = self.wait_mode == "suspend"
         # Read before the submit: a resumed attempt must find its job even without its results.
         journaled = await journaled_job_id(slot) if suspends else None
         async with self._slot():
-            bought = await self.pay(
-                model_id,
-                body,
-                estimate=estimate,
-                max_creative_units=max_creative_units,
-                fresh=fresh,
-                adopt_job_id=journaled,
-                on_submitted=on_submitted,
-                clock=clock,
-            )
+            bought = await self.pay(order, adopt_job_id=journaled, on_submitted=on_submitted, clock=clock)
             if suspends:
                 with clock.phase("wait"):
                     await await_job_end(
@@ -266,12 +269,8 @@ class JobRunner:
 
     async def pay(
         self,
-        model_id: str,
-        body: dict[str, Any],
+        order: JobOrder,
         *,
-        estimate: CostEstimate | None = None,
-        max_creative_units: float | None = None,
-        fresh: bool = False,
         adopt_job_id: str | None = None,
         on_submitted: Callable[[SubmittedJob], None] | None = None,
         clock: Stopwatch | None = None,
@@ -291,12 +290,12 @@ class JobRunner:
         reuse = self.reuse_across_runs and not self.refresh
         clock = clock or Stopwatch()
         with clock.phase("submit"):
-            state: State[SubmittedJob] = await self._submit_task(fresh)(
-                model_id,
-                body,
+            state: State[SubmittedJob] = await self._submit_task(order.fresh)(
+                order.model_id,
+                order.body,
                 credentials=self.credentials,
-                estimate=estimate,
-                max_creative_units=max_creative_units,
+                estimate=order.estimate,
+                max_creative_units=order.max_creative_units,
                 reuse_across_runs=reuse,
                 adopt_job_id=adopt_job_id,
                 return_state=True,

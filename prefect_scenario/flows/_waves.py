@@ -40,7 +40,7 @@ from pydantic import BaseModel, Field
 
 from prefect_scenario.blocks import ScenarioCredentials
 from prefect_scenario.errors import JobCanceledError, JobFailedError
-from prefect_scenario.flows._job import Bought, JobRunner, PaidJob
+from prefect_scenario.flows._job import Bought, JobOrder, JobRunner, PaidJob
 from prefect_scenario.flows._suspend import (
     WAKE_GRACE,
     job_deadline,
@@ -441,15 +441,15 @@ class Waves(Generic[ItemT, ResultT]):
     async def _submit_one(self, item: ItemT, entry: WaveEntry[Any], journaled: str | None) -> int:
         assert entry.body is not None
         try:
-            entry.bought = await self.jobs.pay(
+            order = JobOrder(
                 self.model_id,
                 entry.body,
                 estimate=entry.estimate,
                 # After a failed job: a new one, whatever the caches hold (its ledger entry still
                 # gives back the job of an answered submit whose record was never written).
                 fresh=entry.attempts > 0,
-                adopt_job_id=journaled,
             )
+            entry.bought = await self.jobs.pay(order, adopt_job_id=journaled)
         except Exception as exc:
             await self.leases.release([entry.lease_id])
             entry.lease_id = ""

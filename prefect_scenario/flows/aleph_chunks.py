@@ -36,7 +36,7 @@ from prefect_scenario import video as media
 from prefect_scenario.blocks import ScenarioCredentials
 from prefect_scenario.clip_source import ClipSource
 from prefect_scenario.errors import ChunksFailedError, JobCanceledError, JobFailedError
-from prefect_scenario.flows._job import JobRunner, PaidJob
+from prefect_scenario.flows._job import JobOrder, JobRunner, PaidJob
 from prefect_scenario.flows.chunk_references import ChunkReferences, map_references
 from prefect_scenario.flows.layers_review import Preview
 from prefect_scenario.flows.reporting import PREVIEW_MAX_BYTES, local_copies
@@ -368,10 +368,7 @@ async def _run_chunk(chunk: Chunk, jobs: JobRunner, retries: int) -> ChunkResult
         try:
             # Not delivered here: the chunks' jobs are settled once the stitched edit is stored.
             paid = await jobs.run(
-                ALEPH_MODEL_ID,
-                chunk.body,
-                estimate=chunk.estimate,
-                fresh=attempt > 0,
+                JobOrder(ALEPH_MODEL_ID, chunk.body, estimate=chunk.estimate, fresh=attempt > 0),
                 deliver=False,
                 on_submitted=lambda submitted: seen.append(submitted.job_id),
             )
