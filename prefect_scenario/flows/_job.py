@@ -10,7 +10,8 @@ an argument, never a copy of the sequence:
   per job), or inline (a batch: one log, one progress bar for thousands of clips);
 * ``deliver``: whether stored outputs settle the ledger entry here, or later (a chunked edit
   settles its chunks once they are stitched);
-* ``fresh``: a new job even when one with the same inputs exists (a chunk whose job failed);
+* ``fresh`` (on the :class:`JobOrder`, what to buy): a new job even when one with the same inputs
+  exists (a chunk whose job failed);
 * ``wait_mode``: ``inline`` polls in the flow run; ``suspend`` suspends it after the submit, its
   worker free until the job ends (:mod:`prefect_scenario.flows._suspend`).
 
